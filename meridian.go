@@ -139,6 +139,9 @@ type EventType string
 const (
 	EventPut    EventType = "put"    // created or changed
 	EventDelete EventType = "delete" // removed (deregistered, expired, deleted)
+	// EventSync marks the end of a watch's initial snapshot or backlog:
+	// everything up to Index has been delivered.
+	EventSync EventType = "sync"
 )
 
 // InstanceEvent is one change in the registry's change stream.
