@@ -1,0 +1,98 @@
+// Package problem writes errors as RFC 9457 application/problem+json. It is
+// the one place where domain error codes become HTTP statuses.
+package problem
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/meridian-platform/meridian"
+)
+
+// Details is the problem+json body. Code, Field and CurrentRevision are
+// extension members.
+type Details struct {
+	Type            string `json:"type"`
+	Title           string `json:"title"`
+	Status          int    `json:"status"`
+	Detail          string `json:"detail,omitempty"`
+	Instance        string `json:"instance,omitempty"`
+	Code            string `json:"code"`
+	Field           string `json:"field,omitempty"`
+	CurrentRevision uint64 `json:"current_revision,omitempty"`
+}
+
+// ContentType of a problem.
+const ContentType = "application/problem+json"
+
+// TypeBase prefixes the problem type URI; the code follows.
+const TypeBase = "https://meridian.dev/problems/"
+
+var statusOf = map[meridian.Code]int{
+	meridian.CodeInvalid:      http.StatusBadRequest,
+	meridian.CodeUnauthorized: http.StatusUnauthorized,
+	meridian.CodeForbidden:    http.StatusForbidden,
+	meridian.CodeNotFound:     http.StatusNotFound,
+	meridian.CodeConflict:     http.StatusConflict,
+	meridian.CodeTooLarge:     http.StatusRequestEntityTooLarge,
+	meridian.CodeUnavailable:  http.StatusServiceUnavailable,
+	meridian.CodeInternal:     http.StatusInternalServerError,
+}
+
+// Status is the HTTP status for a code.
+func Status(c meridian.Code) int {
+	if s, ok := statusOf[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// CodeOf is the code for an HTTP status, for clients reading answers that
+// are not problem+json.
+func CodeOf(status int) meridian.Code {
+	for c, s := range statusOf {
+		if s == status {
+			return c
+		}
+	}
+	if status == http.StatusTooManyRequests {
+		return meridian.CodeUnavailable
+	}
+	return meridian.CodeInternal
+}
+
+// Write answers err as a problem. Anything that is not a *meridian.Error is
+// internal: it is logged and the client sees only that something failed.
+func Write(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var me *meridian.Error
+	if !errors.As(err, &me) {
+		me = &meridian.Error{Code: meridian.CodeInternal, Err: err}
+	}
+	d := Details{
+		Type:            TypeBase + string(me.Code),
+		Title:           http.StatusText(Status(me.Code)),
+		Status:          Status(me.Code),
+		Code:            string(me.Code),
+		Field:           me.Field,
+		CurrentRevision: me.Current,
+		Instance:        r.URL.Path,
+	}
+	switch me.Code {
+	case meridian.CodeInternal:
+		d.Detail = "internal error; the server log has the details"
+		if log != nil {
+			log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+	default:
+		d.Detail = me.Error()
+	}
+	if me.Code == meridian.CodeUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.Header().Set("Content-Type", ContentType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(d.Status)
+	_ = json.NewEncoder(w).Encode(d)
+}
