@@ -46,7 +46,8 @@ const (
 	OpPut    Op = iota + 1
 	OpDelete    // deleted, or expired (TTL)
 	// OpSynced is sent once by Watch, with no key, when the backlog up to the
-	// moment the watch started has been delivered.
+	// moment the watch started has been delivered. Its Revision is the
+	// highest revision the backlog covered, deliveries skipped included.
 	OpSynced
 )
 

@@ -231,7 +231,7 @@ func (b *bucket) Watch(ctx context.Context, prefix string, after uint64) (<-chan
 		defer close(out)
 		defer cancel()
 		defer w.Stop()
-		synced := false
+		synced, last := false, after
 		for {
 			var e jetstream.KeyValueEntry
 			var ok bool
@@ -247,9 +247,10 @@ func (b *bucket) Watch(ctx context.Context, prefix string, after uint64) (<-chan
 			switch {
 			case e == nil:
 				synced = true
-				en = store.Entry{Op: store.OpSynced}
+				en = store.Entry{Op: store.OpSynced, Revision: last}
 			default:
 				en = entry(e)
+				last = max(last, en.Revision)
 				if !strings.HasPrefix(en.Key, prefix) || (after == 0 && !synced && en.Op == store.OpDelete) {
 					continue // outside a partial-segment prefix, or a dead key in the snapshot
 				}
