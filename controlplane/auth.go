@@ -229,7 +229,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	anonymous := &meridian.Token{Name: "anonymous", Role: meridian.RoleAdmin}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.NoAuth {
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, anonymous)))
+			r2 := r.WithContext(context.WithValue(r.Context(), principalKey{}, anonymous))
+			next.ServeHTTP(w, r2)
+			if rec, ok := w.(*statusRecorder); ok {
+				rec.route = r2.Pattern
+			}
 			return
 		}
 		h := r.Header.Get("Authorization")
@@ -245,6 +249,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.fail(w, r, meridian.Errorf(meridian.CodeUnauthorized, "the token is not valid (unknown or revoked)"))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, tok)))
+		r2 := r.WithContext(context.WithValue(r.Context(), principalKey{}, tok))
+		next.ServeHTTP(w, r2)
+		// The API mux matched on the copy; hand its pattern to the metrics.
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.route = r2.Pattern
+		}
 	})
 }

@@ -79,7 +79,10 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		route := r.Pattern
+		route := rec.route
+		if route == "" {
+			route = r.Pattern
+		}
 		if route == "" {
 			route = "unmatched"
 		}
@@ -93,6 +96,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	route  string // the matched pattern, when an inner mux matched it
 }
 
 func (r *statusRecorder) WriteHeader(code int) {

@@ -226,11 +226,18 @@ func (b *bucket) Watch(ctx context.Context, prefix string, after uint64) (<-chan
 		cancel()
 		return nil, mapErr(err)
 	}
+	// After a reconnect the server may have lost the watch's consumer (it
+	// restarted); ending the watch makes the caller resume from the last
+	// revision it has, on a fresh consumer, without waiting for the client
+	// library's heartbeat-based recovery.
+	nc := b.js.Conn()
+	reconnected := nc.StatusChanged(nats.CONNECTED)
 	out := make(chan store.Entry, 64)
 	go func() {
 		defer close(out)
 		defer cancel()
 		defer w.Stop()
+		defer nc.RemoveStatusListener(reconnected)
 		synced, last := false, after
 		for {
 			var e jetstream.KeyValueEntry
@@ -240,6 +247,8 @@ func (b *bucket) Watch(ctx context.Context, prefix string, after uint64) (<-chan
 				if !ok {
 					return
 				}
+			case <-reconnected:
+				return
 			case <-ctx.Done():
 				return
 			}
