@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -178,8 +177,9 @@ func newHTTPClient() *http.Client {
 			// keep-alive connections would cost more than the handshakes
 			// they save, and reusing a connection would not prove that the
 			// instance still accepts new ones.
-			DisableKeepAlives:   true,
-			TLSHandshakeTimeout: 10 * time.Second,
+			DisableKeepAlives: true,
+			// No transport timeouts: Probe's context bounds the whole
+			// exchange by the check's Timeout.
 		},
 		// Redirects are followed (up to 10, the net/http default), so a
 		// health endpoint may redirect to its canonical path.
