@@ -73,7 +73,13 @@ func newRegistry(cfg registryConfig) *Registry {
 	r.memberM = newMirror(cfg.members, "members", cfg.log, r.applyMember)
 	r.runner = health.NewRunner(health.RunnerConfig{
 		Workers:  cfg.workers,
-		Client:   &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		// Probes go straight to the instance (never through HTTP_PROXY), on a
+		// fresh connection each time (10,000 idle keep-alives would cost more
+		// than the handshakes), and a redirect is an answer, not a pass.
+		Client: &http.Client{
+			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 		OnChange: r.setHealth,
 		Logger:   cfg.log,
 	})
