@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/meridian-platform/meridian/controlplane/store"
+	"github.com/meridian-platform/meridian/internal/backoff"
 )
 
 // mirror keeps a local copy of a bucket by watching it, so that reads are
@@ -35,7 +35,7 @@ func newMirror(b store.Bucket, name string, log *slog.Logger, apply func(store.E
 
 // run watches until ctx ends.
 func (m *mirror) run(ctx context.Context) error {
-	backoff := 50 * time.Millisecond
+	bo := backoff.Backoff{Base: 50 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		m.mu.Lock()
 		after := m.rev
@@ -44,19 +44,15 @@ func (m *mirror) run(ctx context.Context) error {
 		if err == nil {
 			for e := range ch {
 				m.step(e)
-				backoff = 50 * time.Millisecond
+				bo.Reset()
 			}
 		}
 		if ctx.Err() != nil {
 			break
 		}
 		m.log.Warn("watch broke; resuming", "bucket", m.name, "after", after, "err", err)
-		// Full jitter, capped, so replicas do not reconnect in lockstep.
-		select {
-		case <-time.After(time.Duration(rand.Int64N(int64(backoff)))):
-		case <-ctx.Done():
-		}
-		backoff = min(backoff*2, 5*time.Second)
+		// Full jitter, so replicas do not reconnect in lockstep.
+		backoff.Sleep(ctx, bo.Next())
 	}
 	return nil
 }
