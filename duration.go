@@ -2,8 +2,8 @@ package meridian
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -19,19 +19,22 @@ func (d Duration) String() string { return time.Duration(d).String() }
 
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// UnmarshalJSON reports a bad value as a *json.UnmarshalTypeError, so that
+// encoding/json adds the field's path and the API can name it.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	bad := &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Duration]()}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var secs float64
 		if err2 := json.Unmarshal(b, &secs); err2 != nil {
-			return fmt.Errorf("want a duration like \"10s\", got %s", b)
+			return bad
 		}
 		*d = Duration(secs * float64(time.Second))
 		return nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("want a duration like \"10s\", got %q", s)
+		return bad
 	}
 	*d = Duration(v)
 	return nil

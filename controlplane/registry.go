@@ -72,7 +72,7 @@ func newRegistry(cfg registryConfig) *Registry {
 	r.leaseM = newMirror(cfg.leases, "leases", cfg.log, r.applyLease)
 	r.memberM = newMirror(cfg.members, "members", cfg.log, r.applyMember)
 	r.runner = health.NewRunner(health.RunnerConfig{
-		Workers:  cfg.workers,
+		Workers: cfg.workers,
 		// Probes go straight to the instance (never through HTTP_PROXY), on a
 		// fresh connection each time (10,000 idle keep-alives would cost more
 		// than the handshakes), and a redirect is an answer, not a pass.

@@ -68,7 +68,8 @@ func TestBadInputIsRejectedNamingTheFieldAndNothingIsStored(t *testing.T) {
 		{"port out of range", "/v1/services/orders/instances/i1", `{"address": "127.0.0.1", "port": 70000}`, 400, "port"},
 		{"invalid service name", "/v1/services/Orders_Svc/instances/i1", `{"address": "127.0.0.1", "port": 80}`, 400, "service"},
 		{"invalid check", "/v1/services/orders/instances/i1", `{"address": "127.0.0.1", "port": 80, "check": {"kind": "icmp"}}`, 400, "check.kind"},
-		{"bad duration", "/v1/services/orders/instances/i1", `{"address": "127.0.0.1", "port": 80, "ttl": "ten seconds"}`, 400, ""},
+		{"bad duration", "/v1/services/orders/instances/i1", `{"address": "127.0.0.1", "port": 80, "ttl": "ten seconds"}`, 400, "ttl"},
+		{"bad nested duration", "/v1/services/orders/instances/i1", `{"address": "127.0.0.1", "port": 80, "check": {"kind": "http", "interval": "often"}}`, 400, "check.interval"},
 		{"oversized body", "/v1/services/orders/instances/i1", `{"address": "127.0.0.1", "port": 80, "metadata": {"a": "` + strings.Repeat("x", 2<<20) + `"}}`, 413, "body"},
 		{"path and body disagree", "/v1/services/orders/instances/i1", `{"service": "payments", "address": "127.0.0.1", "port": 80}`, 400, "service"},
 	}
@@ -526,4 +527,3 @@ func get(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
-

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/meridian-platform/meridian"
@@ -61,6 +62,9 @@ func describe(data []byte, err error) error {
 		field := typ.Field
 		if field == "" {
 			field = "body"
+		}
+		if typ.Type == reflect.TypeFor[meridian.Duration]() {
+			return meridian.FieldError(field, "must be a duration like \"10s\" or \"1m30s\", got %s", typ.Value)
 		}
 		return meridian.FieldError(field, "must be %s, got JSON %s", jsonKind(typ.Type.Kind().String()), typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF):
