@@ -87,10 +87,11 @@ type bound[T any] struct {
 //
 // The value decodes by the entry's format: json with encoding/json,
 // rejecting unknown fields and trailing data; yaml with goccy/go-yaml in
-// strict mode (unknown fields are errors; fields are matched by yaml tag,
-// else json tag); text only into a string, or a type whose pointer
-// implements encoding.TextUnmarshaler. Each revision decodes into a fresh
-// T, never on top of the previous value.
+// strict mode (unknown fields and duplicate keys are errors; fields are
+// matched by yaml tag, else json tag; json.Unmarshaler types decode as
+// from JSON); text only into a string, or a type whose pointer implements
+// encoding.TextUnmarshaler. Each revision decodes into a fresh T, never on
+// top of the previous value.
 //
 // BindConfig fails if the key cannot be read (the *meridian.Error from src,
 // CodeNotFound if it does not exist) or its latest revision does not decode
@@ -250,7 +251,9 @@ func decodeValue(format meridian.ConfigFormat, value string, v any) error {
 		}
 		return nil
 	case meridian.FormatYAML:
-		return yaml.UnmarshalWithOptions([]byte(value), v, yaml.Strict())
+		// JSON is the canonical form: types that decode themselves from JSON
+		// (json.Unmarshaler) do so from YAML too.
+		return yaml.UnmarshalWithOptions([]byte(value), v, yaml.Strict(), yaml.UseJSONUnmarshaler())
 	case meridian.FormatText, "":
 		switch p := v.(type) {
 		case *string:

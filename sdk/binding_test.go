@@ -270,3 +270,54 @@ func TestBindingCloseAndContext(t *testing.T) {
 		t.Fatal("Get after Close lost the value")
 	}
 }
+
+// level decodes itself from JSON only.
+type level int
+
+func (l *level) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"low"`:
+		*l = 1
+	case `"high"`:
+		*l = 2
+	default:
+		return errors.New("want low or high")
+	}
+	return nil
+}
+
+func TestDecodeValue(t *testing.T) {
+	type tuning struct {
+		Level   level             `json:"level"`
+		Timeout meridian.Duration `json:"timeout"`
+		Name    string            `yaml:"service_name" json:"name"`
+	}
+	tests := []struct {
+		name    string
+		format  meridian.ConfigFormat
+		value   string
+		want    tuning
+		wantErr bool
+	}{
+		{"json", meridian.FormatJSON, `{"level": "high", "timeout": "3s", "name": "a"}`, tuning{2, meridian.Duration(3 * time.Second), "a"}, false},
+		{"json unknown field", meridian.FormatJSON, `{"levle": "high"}`, tuning{}, true},
+		{"json custom type rejects", meridian.FormatJSON, `{"level": "medium"}`, tuning{}, true},
+		{"json two values", meridian.FormatJSON, `{} {}`, tuning{}, true},
+		{"yaml through json.Unmarshaler", meridian.FormatYAML, "level: low\ntimeout: 1m\nservice_name: b\n", tuning{1, meridian.Duration(time.Minute), "b"}, false},
+		{"yaml tag wins over json tag", meridian.FormatYAML, "name: b\n", tuning{}, true},
+		{"yaml unknown field", meridian.FormatYAML, "level: low\nextra: 1\n", tuning{}, true},
+		{"yaml duplicate key", meridian.FormatYAML, "level: low\nlevel: high\n", tuning{}, true},
+		{"yaml syntax", meridian.FormatYAML, "level: [", tuning{}, true},
+		{"text into struct", meridian.FormatText, "level=low", tuning{}, true},
+		{"unknown format", "toml", `level = "low"`, tuning{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got tuning
+			err := decodeValue(tt.format, tt.value, &got)
+			if (err != nil) != tt.wantErr || !tt.wantErr && got != tt.want {
+				t.Fatalf("decode = %+v, %v; want %+v (error: %v)", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

@@ -353,7 +353,14 @@ func (s *Service) keepRegistered(ctx context.Context, inst *meridian.Instance) {
 				break
 			}
 			d := bo.Next()
-			s.log.Warn("cannot register with the control plane; serving anyway and retrying",
+			level := slog.LevelWarn
+			switch meridian.ErrorCode(err) {
+			case meridian.CodeInvalid, meridian.CodeUnauthorized, meridian.CodeForbidden:
+				// Retrying helps only once someone fixes the token or the
+				// registration, so say it louder; the service still runs.
+				level = slog.LevelError
+			}
+			s.log.Log(ctx, level, "cannot register with the control plane; serving anyway and retrying",
 				"instance", inst.ID, "retry_in", d, "err", err)
 			if !backoff.Sleep(ctx, d) {
 				return

@@ -168,7 +168,7 @@ func TestRunRegistersTheBoundPort(t *testing.T) {
 func TestRunShutdownOrder(t *testing.T) {
 	cp := fakecp.Start(t)
 	cfg := testConfig(cp)
-	cfg.DrainDelay = 400 * time.Millisecond
+	cfg.DrainDelay = time.Second // the window in which /readyz must be seen answering 503
 	started, release := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		close(started)
@@ -205,7 +205,7 @@ func TestRunShutdownOrder(t *testing.T) {
 	select {
 	case err := <-r.done:
 		t.Fatalf("Run returned with a request in flight: %v", err)
-	case <-time.After(cfg.DrainDelay + 100*time.Millisecond):
+	case <-time.After(cfg.DrainDelay + 300*time.Millisecond):
 	}
 	if _, err := r.http.Get(r.url("/readyz")); err == nil {
 		t.Error("a new request was accepted after the drain delay")

@@ -16,6 +16,9 @@ import (
 // end-to-end tests against the real control plane (e2e_test.go in package
 // sdk) cover these paths too.
 
+// The client the SDK wires in satisfies Watcher.
+var _ Watcher = (*client.Client)(nil)
+
 func instance(id string) meridian.Instance {
 	return meridian.Instance{Service: "orders", ID: id, Address: "10.0.0.1", Port: 8080, Protocol: meridian.ProtocolHTTP, Weight: 100}
 }
