@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -28,13 +27,14 @@ type sseEvent struct {
 }
 
 // readSSE parses r as text/event-stream (the WHATWG server-sent events
-// format) and calls fn with each event. It returns fn's error, a read or
-// size error, or io.EOF when the stream ends; an event cut off by the end
-// of the stream is dropped, as the spec says.
+// format) and calls fn with each event. It returns fn's error, a read
+// error, CodeInternal when a line or an event is too large (retrying would
+// meet it again), or io.EOF when the stream ends; an event cut off by the
+// end of the stream is dropped, as the spec says.
 func readSSE(r io.Reader, fn func(sseEvent) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxEventLine)
-	sc.Split(scanSSELines)
+	sc.Split(sseLines())
 	var (
 		name    string
 		lastID  string
@@ -72,7 +72,7 @@ func readSSE(r io.Reader, fn func(sseEvent) error) error {
 			data.Write(value)
 			hasData = true
 			if data.Len() > maxEventLine {
-				return fmt.Errorf("event data longer than %d bytes", maxEventLine)
+				return meridian.Errorf(meridian.CodeInternal, "event stream: an event's data is longer than %d bytes", maxEventLine)
 			}
 		case "id":
 			if bytes.IndexByte(value, 0) < 0 {
@@ -83,35 +83,47 @@ func readSSE(r io.Reader, fn func(sseEvent) error) error {
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("event stream line longer than %d bytes", maxEventLine)
+			return meridian.Errorf(meridian.CodeInternal, "event stream: a line is longer than %d bytes", maxEventLine)
 		}
 		return err
 	}
 	return io.EOF
 }
 
-// scanSSELines splits lines ending in "\r\n", "\n" or "\r", as the SSE
-// format allows all three.
-func scanSSELines(data []byte, atEOF bool) (int, []byte, error) {
-	if atEOF && len(data) == 0 {
+// sseLines returns a split function for lines ending in "\r\n", "\n" or
+// "\r", as the SSE format allows all three. A "\r" ends its line at once,
+// so that a stream using "\r" alone is not held up waiting for the next
+// byte; a "\n" right after it is then skipped.
+func sseLines() bufio.SplitFunc {
+	afterCR := false
+	return func(data []byte, atEOF bool) (int, []byte, error) {
+		if afterCR && len(data) > 0 {
+			afterCR = false
+			if data[0] == '\n' {
+				return 1, nil, nil
+			}
+		}
+		if atEOF && len(data) == 0 {
+			return 0, nil, nil
+		}
+		if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
+			if data[i] == '\n' {
+				return i + 1, data[:i], nil
+			}
+			if i+1 < len(data) {
+				if data[i+1] == '\n' {
+					return i + 2, data[:i], nil
+				}
+				return i + 1, data[:i], nil
+			}
+			afterCR = true
+			return i + 1, data[:i], nil
+		}
+		if atEOF {
+			return len(data), data, nil
+		}
 		return 0, nil, nil
 	}
-	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
-		if data[i] == '\n' {
-			return i + 1, data[:i], nil
-		}
-		switch {
-		case i+1 < len(data) && data[i+1] == '\n':
-			return i + 2, data[:i], nil
-		case i+1 < len(data) || atEOF:
-			return i + 1, data[:i], nil
-		}
-		return 0, nil, nil // a "\r" at the end: wait to see whether "\n" follows
-	}
-	if atEOF {
-		return len(data), data, nil
-	}
-	return 0, nil, nil
 }
 
 // watch opens an event stream at path (after index `after`) and calls fn
@@ -163,8 +175,8 @@ func (c *Client) watch(ctx context.Context, path string, query url.Values, after
 	if cbErr, ok := asCallbackError(err); ok {
 		return cbErr
 	}
-	if meridian.IsCode(err, meridian.CodeInternal) {
-		return err // a malformed event: retrying would not help
+	if me := (*meridian.Error)(nil); errors.As(err, &me) {
+		return err // a malformed or oversized event: retrying would meet it again
 	}
 	msg := "watch stream from " + c.addr + " broke after index " + u64(last)
 	if errors.Is(err, io.EOF) {
