@@ -400,6 +400,8 @@ func newConfigWatchCmd(e *env, g *globals) *cobra.Command {
 		enc := json.NewEncoder(e.stdout)
 		show := func(ev meridian.ConfigEvent) error {
 			switch {
+			case *out == outJSON && ev.Type == meridian.EventSync:
+				return enc.Encode(syncLine{ev.Type, ev.Index}) // a sync event has no entry
 			case *out == outJSON:
 				return enc.Encode(ev)
 			case ev.Type == meridian.EventSync:
@@ -423,6 +425,12 @@ func newConfigWatchCmd(e *env, g *globals) *cobra.Command {
 		return g.explain(ctx, c, err, op{action: fmt.Sprintf("watch config keys under %q", prefix)})
 	}
 	return cmd
+}
+
+// syncLine is a sync event as watch -o json prints it.
+type syncLine struct {
+	Type  meridian.EventType `json:"type"`
+	Index uint64             `json:"index"`
 }
 
 // follow keeps a watch going: when the stream breaks after it had worked,
