@@ -167,7 +167,7 @@ const (
 type ConfigEntry struct {
 	Key      string       `json:"key"`
 	Value    string       `json:"value"`
-	Format   ConfigFormat `json:"format"`
+	Format   ConfigFormat `json:"format,omitempty"` // empty on a delete revision
 	Revision uint64       `json:"revision"`
 	// Deleted marks the revision that deleted the key (it has no value).
 	Deleted bool      `json:"deleted,omitempty"`

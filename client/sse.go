@@ -17,7 +17,7 @@ import (
 // maxEventLine bounds one line of an event stream, and the data of one
 // event, so that a broken or hostile server cannot make the reader grow
 // without bound.
-const maxEventLine = 1 << 20
+const maxEventLine = 4 << 20
 
 // sseEvent is one dispatched server-sent event.
 type sseEvent struct {

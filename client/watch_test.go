@@ -229,8 +229,8 @@ func TestWatchFailures(t *testing.T) {
 		{"undecodable data", stream{body: "event: put\nid: 1\ndata: {nope\n\n"}, meridian.CodeInternal},
 		{"put without data", stream{body: "event: put\nid: 1\n\n"}, meridian.CodeInternal},
 		{"id that is not an index", stream{body: "event: sync\nid: x\n\n"}, meridian.CodeInternal},
-		{"line over 1 MiB", stream{body: "data: " + strings.Repeat("x", 1<<20+1) + "\n\n"}, meridian.CodeInternal},
-		{"data over 1 MiB in many lines", stream{body: strings.Repeat("data: "+strings.Repeat("x", 1<<10)+"\n", 1<<10+1) + "\n"}, meridian.CodeInternal},
+		{"line over 4 MiB", stream{body: "data: " + strings.Repeat("x", 4<<20+1) + "\n\n"}, meridian.CodeInternal},
+		{"data over 4 MiB in many lines", stream{body: strings.Repeat("data: "+strings.Repeat("x", 4<<10)+"\n", 1<<10+1) + "\n"}, meridian.CodeInternal},
 		{"not an event stream", stream{ctype: "text/html", hangUp: true}, meridian.CodeInternal},
 		{"forbidden", stream{status: 403, ctype: "application/problem+json", hangUp: true, body: `{"status":403,"code":"forbidden","detail":"no"}`}, meridian.CodeForbidden},
 	}

@@ -243,7 +243,13 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.fail(w, r, meridian.Errorf(meridian.CodeUnauthorized, "a bearer token is required (Authorization: Bearer <token>)"))
 			return
 		}
-		tok, ok := s.tokens.Authenticate(strings.TrimSpace(secret))
+		secret = strings.TrimSpace(secret)
+		tok, ok := s.tokens.Authenticate(secret)
+		if !ok && s.tokens.mirror.sync(r.Context()) == nil {
+			// Created a moment ago, perhaps on another replica, or asked
+			// before this replica loaded its tokens: catch up and look again.
+			tok, ok = s.tokens.Authenticate(secret)
+		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian", error="invalid_token"`)
 			s.fail(w, r, meridian.Errorf(meridian.CodeUnauthorized, "the token is not valid (unknown or revoked)"))

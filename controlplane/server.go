@@ -120,7 +120,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	// The config center keeps every revision: history, diff and rollback
 	// are its point. 10,000 revisions a key is years of changes.
-	configB, err := cfg.Store.Bucket(ctx, "config", store.BucketConfig{History: 10000, MaxValueSize: cfg.MaxConfigValue + 4096})
+	configB, err := cfg.Store.Bucket(ctx, "config", store.BucketConfig{History: 10000, MaxValueSize: 2*cfg.MaxConfigValue + 4096}) // room for JSON escaping in the envelope
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}

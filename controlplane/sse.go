@@ -1,10 +1,10 @@
 package controlplane
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/meridian-platform/meridian"
@@ -33,19 +33,19 @@ func startSSE(w http.ResponseWriter) *sse {
 
 // send writes one event; id is the watch index a client resumes after.
 func (s *sse) send(event string, id uint64, data any) error {
-	b, err := json.Marshal(data)
-	if err != nil {
+	var b bytes.Buffer
+	b.WriteString("event: ")
+	b.WriteString(event)
+	b.WriteString("\nid: ")
+	b.WriteString(strconv.FormatUint(id, 10))
+	b.WriteString("\ndata: ")
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // keeps data lines short: config values are often HTML-ish
+	if err := enc.Encode(data); err != nil {
 		return err
 	}
-	var sb strings.Builder
-	sb.WriteString("event: ")
-	sb.WriteString(event)
-	sb.WriteString("\nid: ")
-	sb.WriteString(strconv.FormatUint(id, 10))
-	sb.WriteString("\ndata: ")
-	sb.Write(b)
-	sb.WriteString("\n\n")
-	if _, err := s.w.Write([]byte(sb.String())); err != nil {
+	b.WriteString("\n") // Encode ended the data line; a blank line ends the event
+	if _, err := s.w.Write(b.Bytes()); err != nil {
 		return err
 	}
 	return s.rc.Flush()
