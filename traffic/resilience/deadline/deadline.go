@@ -5,10 +5,10 @@
 // The deadline lives in the context (context.WithTimeout or
 // WithDeadline). Across HTTP it travels in one header:
 //
-//	Meridian-Timeout: 2500m
+//	Meridian-Timeout: 2500000u
 //
-// whose value is the time the caller still waits, written as gRPC writes
-// its grpc-timeout header: 1 to 8 ASCII digits and a unit, H (hours),
+// whose value (here 2.5s) is the time the caller still waits, written as
+// gRPC writes its grpc-timeout header: 1 to 8 ASCII digits and a unit, H (hours),
 // M (minutes), S (seconds), m (milliseconds), u (microseconds) or
 // n (nanoseconds). Using gRPC's format means the sidecar can copy the value
 // between HTTP and gRPC calls unchanged. Propagate writes the header on
