@@ -67,7 +67,11 @@ func New(cfg Config, opts Options) (*Breaker, error) {
 // breaker refuses, err is ErrOpen and done is nil.
 func (b *Breaker) Allow() (done func(success bool), err error) {
 	b.mu.Lock()
-	out := b.core.Step(Event{Kind: EventAllow, Now: b.now()})
+	var now time.Time
+	if b.core.needsTime(EventAllow, true) {
+		now = b.now()
+	}
+	out := b.core.Step(Event{Kind: EventAllow, Now: now})
 	b.changed(out)
 	b.mu.Unlock()
 	if !out.Allowed {
@@ -83,7 +87,11 @@ func (b *Breaker) done(slot uint64, success bool) {
 	b.mu.Lock()
 	gen := b.core.gen
 	if gen%gens == slot {
-		out := b.core.Step(Event{Kind: EventResult, Now: b.now(), Gen: gen, Success: success})
+		var now time.Time
+		if b.core.needsTime(EventResult, success) {
+			now = b.now()
+		}
+		out := b.core.Step(Event{Kind: EventResult, Now: now, Gen: gen, Success: success})
 		b.changed(out)
 	}
 	b.mu.Unlock()

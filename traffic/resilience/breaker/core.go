@@ -211,6 +211,24 @@ func NewCore(cfg Config, now time.Time) (*Core, error) {
 	return c, nil
 }
 
+// needsTime reports whether an event's outcome can depend on its time.
+// It cannot for an allow on a closed breaker, nor for a success on a
+// closed ModeConsecutive breaker, which is the whole fast path of a
+// healthy upstream; Breaker skips reading the clock for those (reading it
+// costs more than the rest of the step).
+func (c *Core) needsTime(k EventKind, success bool) bool {
+	if c.state != Closed {
+		return true
+	}
+	switch k {
+	case EventAllow:
+		return false
+	case EventResult:
+		return c.cfg.Mode == ModeErrorRate || !success
+	}
+	return true
+}
+
 // State returns the current state as of the last event.
 func (c *Core) State() State { return c.state }
 
