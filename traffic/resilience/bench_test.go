@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"testing"
-	"time"
 
 	cbackoff "github.com/cenkalti/backoff/v5"
 	"github.com/sony/gobreaker/v2"
@@ -152,6 +151,5 @@ func meridianChain(b *testing.B, withOutlier bool) http.RoundTripper {
 		d.SetEndpoints([]string{"orders"})
 		mws = append(mws, outlier.RoundTripper(d, nil, nil))
 	}
-	_ = time.Now
 	return resilience.Chain(&noop{}, mws...)
 }
