@@ -177,6 +177,7 @@ type endpoint struct {
 type Core struct {
 	cfg          Config
 	eps          map[string]*endpoint
+	managed      bool // SetEndpoints was called: the group is given, not learned
 	ejected      int
 	nextInterval time.Time
 }
@@ -195,6 +196,7 @@ func NewCore(cfg Config, now time.Time) (*Core, error) {
 // longer listed are forgotten; an ejected one is reported as returned
 // (ReasonRemoved), so that counts of ejected endpoints stay right.
 func (c *Core) SetEndpoints(ids []string, out []Change) []Change {
+	c.managed = true
 	keep := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		keep[id] = true
@@ -214,11 +216,17 @@ func (c *Core) SetEndpoints(ids []string, out []Change) []Change {
 	return out
 }
 
-// Record counts a result of endpoint id at now. An id not yet known joins
-// the group. Consecutive-failure ejections happen here, at once.
+// Record counts a result of endpoint id at now. Until SetEndpoints is
+// first called, an id not yet known joins the group; after, the group is
+// what SetEndpoints said, and results of other ids (a late answer from an
+// endpoint that left) are dropped. Consecutive-failure ejections happen
+// here, at once.
 func (c *Core) Record(id string, r Result, now time.Time, out []Change) []Change {
 	e := c.eps[id]
 	if e == nil {
+		if c.managed {
+			return out
+		}
 		e = &endpoint{id: id}
 		c.eps[id] = e
 	}

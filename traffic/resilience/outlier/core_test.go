@@ -197,6 +197,10 @@ func TestSetEndpointsForgetsAndReports(t *testing.T) {
 	if c.Ejected("a") || c.ejected != 0 || len(c.eps) != 3 {
 		t.Fatalf("after SetEndpoints: ejected %d, endpoints %d", c.ejected, len(c.eps))
 	}
+	c.Record("a", Result{Outcome: GatewayFailure}, t0, nil) // a late answer from the departed
+	if len(c.eps) != 3 {
+		t.Fatal("a result from an endpoint that left brought it back")
+	}
 }
 
 // The driver returns ejected endpoints on time by itself, reporting
