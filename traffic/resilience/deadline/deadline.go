@@ -90,10 +90,6 @@ func Parse(s string) (time.Duration, error) {
 	return time.Duration(v) * unit, nil
 }
 
-// ErrExpired is returned by Propagate for a request whose deadline has
-// already passed: it is not sent.
-var ErrExpired = context.DeadlineExceeded
-
 // Propagate writes the Header on each request whose context has a
 // deadline, from the time left. It copies the request and its header
 // first (a RoundTripper must not change the caller's request), which
