@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -11,14 +12,11 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/client"
-	"github.com/meridian-platform/meridian/internal/fakecp"
+	"github.com/meridian-platform/meridian/internal/cptest"
 )
 
-// The binding tests run the real client against fakecp, the in-memory
-// stand-in for the control plane's HTTP API, which can be made unreachable
-// at will and records every call and watch index; it stands in until the
-// end-to-end tests against the real control plane (e2e_test.go) cover
-// these paths too.
+// The binding tests run against the real control plane (package cptest),
+// writing config through its API as an operator would.
 
 type limits struct {
 	MaxItems int               `json:"max_items"`
@@ -26,13 +24,29 @@ type limits struct {
 	Regions  []string          `json:"regions,omitempty"`
 }
 
-func newClient(t *testing.T, cp *fakecp.Server) *client.Client {
+// putConfig writes a revision through the API and returns its number.
+func putConfig(t *testing.T, c *client.Client, key string, format meridian.ConfigFormat, value string) uint64 {
 	t.Helper()
-	c, err := client.New(cp.URL, cp.Token)
+	e, err := c.PutConfig(context.Background(), key, client.PutConfigRequest{Value: value, Format: format})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("put %s: %v", key, err)
 	}
-	return c
+	return e.Revision
+}
+
+// deleteConfig deletes a key through the API and returns the revision of
+// the deletion, read from the key's history.
+func deleteConfig(t *testing.T, c *client.Client, key string) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.DeleteConfig(ctx, key, nil); err != nil {
+		t.Fatalf("delete %s: %v", key, err)
+	}
+	h, err := c.ConfigHistory(ctx, key)
+	if err != nil || len(h) == 0 || !h[len(h)-1].Deleted {
+		t.Fatalf("history of %s after deleting it: %+v, %v", key, h, err)
+	}
+	return h[len(h)-1].Revision
 }
 
 // recorder collects a binding's callbacks.
@@ -63,7 +77,7 @@ func (r *recorder[T]) wait(t *testing.T) {
 	t.Helper()
 	select {
 	case <-r.notify:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("no callback")
 	}
 }
@@ -77,9 +91,10 @@ func (r *recorder[T]) lastErr() error {
 	return r.errs[len(r.errs)-1]
 }
 
-func bind[T any](t *testing.T, src ConfigSource, key string, rec *recorder[T]) *Binding[T] {
+func bind[T any](t *testing.T, src ConfigSource, key string, rec *recorder[T], opts ...BindOption) *Binding[T] {
 	t.Helper()
-	b, err := BindConfig(context.Background(), src, key, rec.onChange, OnBindError(rec.onError), BindBackoff(time.Millisecond, 5*time.Millisecond))
+	opts = append([]BindOption{OnBindError(rec.onError), BindBackoff(time.Millisecond, 5*time.Millisecond)}, opts...)
+	b, err := BindConfig(context.Background(), src, key, rec.onChange, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,48 +102,62 @@ func bind[T any](t *testing.T, src ConfigSource, key string, rec *recorder[T]) *
 	return b
 }
 
-func TestBindConfigFollowsRevisionsAndKeepsTheLastGoodValue(t *testing.T) {
-	cp := fakecp.Start(t)
-	cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 10, "timeout": "2s"}`)
-	cp.PutConfig("prod/orders/limits_v2", meridian.FormatJSON, `{"other": true}`) // shares the prefix
-	rec := newRecorder[limits]()
-	b := bind(t, newClient(t, cp), "prod/orders/limits", rec)
+// logCounter is a slog.Handler that counts records by message, so that a
+// test can wait until a binding has reported what it went through.
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
 
-	if got := b.Get(); got.MaxItems != 10 || got.Timeout.D() != 2*time.Second || b.Revision() != 1 {
-		t.Fatalf("Get = %+v at revision %d", got, b.Revision())
+func newLogCounter() *logCounter { return &logCounter{n: map[string]int{}} }
+
+func (h *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logCounter) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n[r.Message]++
+	return nil
+}
+
+func (h *logCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logCounter) WithGroup(string) slog.Handler      { return h }
+
+func (h *logCounter) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[msg]
+}
+
+func TestBindConfigFollowsRevisionsAndKeepsTheLastGoodValue(t *testing.T) {
+	cp := cptest.Start(t)
+	c := cp.Client
+	first := putConfig(t, c, "prod/orders/limits", meridian.FormatJSON, `{"max_items": 10, "timeout": "2s"}`)
+	putConfig(t, c, "prod/orders/limits_v2", meridian.FormatJSON, `{"other": true}`) // shares the prefix
+	rec := newRecorder[limits]()
+	b := bind(t, c, "prod/orders/limits", rec)
+
+	if got := b.Get(); got.MaxItems != 10 || got.Timeout.D() != 2*time.Second || b.Revision() != first {
+		t.Fatalf("Get = %+v at revision %d, want max_items 10 at revision %d", got, b.Revision(), first)
 	}
 
+	put := func(format meridian.ConfigFormat, value string) func() uint64 {
+		return func() uint64 { return putConfig(t, c, "prod/orders/limits", format, value) }
+	}
 	steps := []struct {
 		name      string
 		write     func() uint64
 		wantItems int
 		wantCode  meridian.Code // of the reported error; "" when applied
 	}{
-		{"new revision applies", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 20, "timeout": "2s"}`).Revision
-		}, 20, ""},
-		{"unknown field is rejected", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 30, "timout": "1s"}`).Revision
-		}, 20, meridian.CodeInvalid},
-		{"wrong type is rejected", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": "many"}`).Revision
-		}, 20, meridian.CodeInvalid},
-		{"trailing data is rejected", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 40} {}`).Revision
-		}, 20, meridian.CodeInvalid},
-		{"text cannot fill a struct", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatText, `max_items=50`).Revision
-		}, 20, meridian.CodeInvalid},
-		{"yaml applies, fields by json tag", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatYAML, "max_items: 60\ntimeout: 1m\nregions: [eu, us]\n").Revision
-		}, 60, ""},
-		{"yaml unknown field is rejected", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatYAML, "max_items: 70\nmax_itemz: 1\n").Revision
-		}, 60, meridian.CodeInvalid},
-		{"deletion keeps the value", func() uint64 { return cp.DeleteConfig("prod/orders/limits").Revision }, 60, meridian.CodeNotFound},
-		{"a new value after deletion applies", func() uint64 {
-			return cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 80}`).Revision
-		}, 80, ""},
+		{"new revision applies", put(meridian.FormatJSON, `{"max_items": 20, "timeout": "2s"}`), 20, ""},
+		{"unknown field is rejected", put(meridian.FormatJSON, `{"max_items": 30, "timout": "1s"}`), 20, meridian.CodeInvalid},
+		{"wrong type is rejected", put(meridian.FormatJSON, `{"max_items": "many"}`), 20, meridian.CodeInvalid},
+		{"text cannot fill a struct", put(meridian.FormatText, `max_items=50`), 20, meridian.CodeInvalid},
+		{"yaml applies, fields by json tag", put(meridian.FormatYAML, "max_items: 60\ntimeout: 1m\nregions: [eu, us]\n"), 60, ""},
+		{"yaml unknown field is rejected", put(meridian.FormatYAML, "max_items: 70\nmax_itemz: 1\n"), 60, meridian.CodeInvalid},
+		{"deletion keeps the value", func() uint64 { return deleteConfig(t, c, "prod/orders/limits") }, 60, meridian.CodeNotFound},
+		{"a new value after deletion applies", put(meridian.FormatJSON, `{"max_items": 80}`), 80, ""},
 	}
 	applied := b.Revision()
 	for _, step := range steps {
@@ -137,7 +166,7 @@ func TestBindConfigFollowsRevisionsAndKeepsTheLastGoodValue(t *testing.T) {
 			if step.wantCode == "" {
 				applied = rev
 			}
-			cp.PutConfig("prod/orders/limits_v2", meridian.FormatJSON, `{"other": true}`) // noise under the prefix
+			putConfig(t, c, "prod/orders/limits_v2", meridian.FormatJSON, `{"other": true}`) // noise under the prefix
 			rec.wait(t)
 			if got := b.Get(); got.MaxItems != step.wantItems || b.Revision() != applied {
 				t.Fatalf("Get = %+v at revision %d, want max_items %d at revision %d", got, b.Revision(), step.wantItems, applied)
@@ -159,6 +188,15 @@ func TestBindConfigFollowsRevisionsAndKeepsTheLastGoodValue(t *testing.T) {
 			t.Logf("revision %d rejected: %v", rev, err)
 		})
 	}
+	// A JSON value with data after it never reaches a binding: the control
+	// plane refuses to store it. (The binding's own refusal of one is
+	// TestDecodeValue's "json two values".)
+	_, err := c.PutConfig(context.Background(), "prod/orders/limits", client.PutConfigRequest{Value: `{"max_items": 40} {}`, Format: meridian.FormatJSON})
+	var me *meridian.Error
+	if !errors.As(err, &me) || me.Code != meridian.CodeInvalid || me.Field != "value" {
+		t.Errorf("writing JSON with trailing data: %v, want invalid naming value", err)
+	}
+
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	var items [][2]int
@@ -174,21 +212,22 @@ func TestBindConfigFollowsRevisionsAndKeepsTheLastGoodValue(t *testing.T) {
 }
 
 func TestBindConfigText(t *testing.T) {
-	cp := fakecp.Start(t)
-	cp.PutConfig("prod/orders/banner", meridian.FormatText, "hello")
+	cp := cptest.Start(t)
+	c := cp.Client
+	putConfig(t, c, "prod/orders/banner", meridian.FormatText, "hello")
 	rec := newRecorder[string]()
-	b := bind(t, newClient(t, cp), "prod/orders/banner", rec)
+	b := bind(t, c, "prod/orders/banner", rec)
 	if b.Get() != "hello" {
 		t.Fatalf("Get = %q", b.Get())
 	}
-	cp.PutConfig("prod/orders/banner", meridian.FormatText, "bye")
+	putConfig(t, c, "prod/orders/banner", meridian.FormatText, "bye")
 	rec.wait(t)
 	if b.Get() != "bye" {
 		t.Fatalf("Get = %q", b.Get())
 	}
 
-	cp.PutConfig("prod/orders/addr", meridian.FormatText, "10.0.0.1")
-	ip, err := BindConfig[net.IP](context.Background(), newClient(t, cp), "prod/orders/addr", nil)
+	putConfig(t, c, "prod/orders/addr", meridian.FormatText, "10.0.0.1")
+	ip, err := BindConfig[net.IP](context.Background(), c, "prod/orders/addr", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,13 +238,13 @@ func TestBindConfigText(t *testing.T) {
 }
 
 func TestBindConfigFailsOnBadStart(t *testing.T) {
-	cp := fakecp.Start(t)
-	c := newClient(t, cp)
+	cp := cptest.Start(t)
+	c := cp.Client
 	ctx := context.Background()
 	if _, err := BindConfig[limits](ctx, c, "prod/orders/missing", nil); !meridian.IsCode(err, meridian.CodeNotFound) {
 		t.Errorf("missing key: %v, want not_found", err)
 	}
-	cp.PutConfig("prod/orders/bad", meridian.FormatJSON, `{"max_items": 1, "extra": 2}`)
+	putConfig(t, c, "prod/orders/bad", meridian.FormatJSON, `{"max_items": 1, "extra": 2}`)
 	_, err := BindConfig[limits](ctx, c, "prod/orders/bad", nil)
 	var me *meridian.Error
 	if !errors.As(err, &me) || me.Code != meridian.CodeInvalid || me.Field != "prod/orders/bad" {
@@ -214,52 +253,60 @@ func TestBindConfigFailsOnBadStart(t *testing.T) {
 	if _, err := BindConfig[limits](ctx, c, "/bad//key", nil); !meridian.IsCode(err, meridian.CodeInvalid) {
 		t.Errorf("malformed key: %v", err)
 	}
-	cp.SetDown(true)
+	cp.Stop()
 	if _, err := BindConfig[limits](ctx, c, "prod/orders/bad", nil); !meridian.IsCode(err, meridian.CodeUnavailable) {
 		t.Errorf("unreachable: %v, want unavailable", err)
 	}
 }
 
 func TestBindConfigResumesAfterReconnect(t *testing.T) {
-	cp := fakecp.Start(t)
-	cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 1}`)
+	cp := cptest.Start(t)
+	const key = "prod/orders/limits"
+	putConfig(t, cp.Client, key, meridian.FormatJSON, `{"max_items": 1}`)
+	logs := newLogCounter()
 	rec := newRecorder[limits]()
-	b := bind(t, newClient(t, cp), "prod/orders/limits", rec)
-	cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 2}`)
+	b := bind(t, cp.Client, key, rec, BindLogger(slog.New(logs)))
+	putConfig(t, cp.Client, key, meridian.FormatJSON, `{"max_items": 2}`)
 	rec.wait(t)
 
-	cp.SetDown(true)
-	cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 3}`)
-	time.Sleep(30 * time.Millisecond)
+	// The binding's replica goes down; the rest of the cluster takes writes
+	// meanwhile.
+	cp.Stop()
+	peer := cp.Peer()
+	putConfig(t, peer.Client, key, meridian.FormatJSON, `{"max_items": 3}`)
+	putConfig(t, peer.Client, key+"_v2", meridian.FormatJSON, `{"other": true}`) // noise under the prefix
+	last := putConfig(t, peer.Client, key, meridian.FormatJSON, `{"max_items": 4}`)
+	// Its watch broke, and at least one reconnect has failed since.
+	eventually(t, "the binding's watch to break and a reconnect to fail", func() bool {
+		return logs.count("config watch broke; keeping the current value") >= 2
+	})
 	if b.Get().MaxItems != 2 {
 		t.Fatalf("Get = %+v during the outage, want the last value", b.Get())
 	}
-	cp.SetDown(false)
-	rec.wait(t)
-	if b.Get().MaxItems != 3 || b.Revision() != 3 {
-		t.Fatalf("Get = %+v at %d after reconnecting, want max_items 3 at revision 3", b.Get(), b.Revision())
+
+	cp.Restart()
+	eventually(t, "the binding catches up", func() bool { return b.Revision() == last })
+	if b.Get().MaxItems != 4 || b.Err() != nil {
+		t.Fatalf("Get = %+v (Err %v) after reconnecting, want max_items 4", b.Get(), b.Err())
 	}
-	var idx []uint64
-	for _, w := range cp.Watches() {
-		idx = append(idx, w.Index)
-	}
-	// The first watch starts after the read revision; the resumed one after
-	// the last change seen.
-	if len(idx) < 2 || idx[0] != 1 || idx[len(idx)-1] != 2 {
-		t.Fatalf("watch indexes %v, want [1 … 2]", idx)
-	}
+	// Every revision was applied once, in order: the watch resumed after
+	// the last revision the binding had, neither earlier nor later.
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.changes) != 2 {
-		t.Fatalf("%d changes, want 2: no revision applied twice", len(rec.changes))
+	var items [][2]int
+	for _, c := range rec.changes {
+		items = append(items, [2]int{c[0].MaxItems, c[1].MaxItems})
+	}
+	if want := [][2]int{{1, 2}, {2, 3}, {3, 4}}; !slices.Equal(items, want) {
+		t.Fatalf("onChange(old, new) calls = %v, want %v", items, want)
 	}
 }
 
 func TestBindingCloseAndContext(t *testing.T) {
-	cp := fakecp.Start(t)
-	cp.PutConfig("prod/orders/limits", meridian.FormatJSON, `{"max_items": 1}`)
+	cp := cptest.Start(t)
+	putConfig(t, cp.Client, "prod/orders/limits", meridian.FormatJSON, `{"max_items": 1}`)
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := BindConfig[limits](ctx, newClient(t, cp), "prod/orders/limits", nil)
+	b, err := BindConfig[limits](ctx, cp.Client, "prod/orders/limits", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,54 +2,13 @@ package sdk
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/client"
-	"github.com/meridian-platform/meridian/controlplane"
-	"github.com/meridian-platform/meridian/controlplane/store/jetstream"
-	"github.com/meridian-platform/meridian/internal/natstest"
+	"github.com/meridian-platform/meridian/internal/cptest"
 )
-
-// realCP starts a real control plane on an embedded JetStream and returns
-// its URL and admin secret.
-func realCP(t *testing.T) (string, string) {
-	t.Helper()
-	st, err := jetstream.New(natstest.Start(t).Connect(t), jetstream.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := controlplane.Open(context.Background(), controlplane.Config{Store: st, ShutdownTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	})
-	url := "http://" + ln.Addr().String()
-	eventually(t, "the control plane is ready", func() bool {
-		resp, err := http.Get(url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	return url, srv.AdminSecret()
-}
 
 // TestEndToEnd runs the lifecycle, discovery and config binding against the
 // real control plane: registration with an active check that the control
@@ -57,8 +16,8 @@ func realCP(t *testing.T) (string, string) {
 // passes, config revisions (good, undecodable, deleted), re-registration
 // after the registry forgot the instance, deregistration on stop.
 func TestEndToEnd(t *testing.T) {
-	url, secret := realCP(t)
-	cfg := Config{Name: "orders", Listen: "127.0.0.1:0", ControlPlane: url, Token: secret, TTL: time.Second, DrainDelay: -1,
+	cp := cptest.Start(t)
+	cfg := Config{Name: "orders", Listen: "127.0.0.1:0", ControlPlane: cp.URL, Token: cp.Secret, TTL: time.Second, DrainDelay: -1,
 		Check: &meridian.CheckSpec{Kind: meridian.CheckHTTP, Target: "/readyz", Interval: meridian.Duration(200 * time.Millisecond)}}
 	r := run(t, cfg, nil)
 	waitReady(t, r)
@@ -80,10 +39,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("discovered %+v", in)
 	}
 
-	c, err := client.New(url, secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := cp.Client
 	if _, err := c.PutConfig(ctx, "prod/orders/limits", client.PutConfigRequest{Value: `{"max_items": 1}`, Format: meridian.FormatJSON}); err != nil {
 		t.Fatal(err)
 	}

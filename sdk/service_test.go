@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,24 +19,26 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meridian-platform/meridian"
-	"github.com/meridian-platform/meridian/internal/fakecp"
+	"github.com/meridian-platform/meridian/client"
+	"github.com/meridian-platform/meridian/internal/cptest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// The lifecycle tests run the real client against fakecp, the in-memory
-// stand-in for the control plane's HTTP API, which can be made unreachable
-// at will and records every call and watch index; it stands in until the
-// end-to-end tests against the real control plane (e2e_test.go) cover
-// these paths too.
+// The lifecycle tests run against the real control plane (package cptest:
+// a replica on an embedded JetStream). An unreachable control plane is a
+// stopped replica; its return is a replica restarted on the same address
+// and store. What the rest of the system sees of an instance is measured
+// the way the rest of the system sees it: through the registry's API and
+// its watch.
 
-func testConfig(cp *fakecp.Server) Config {
+func testConfig(cp *cptest.CP) Config {
 	return Config{
 		Name:            "orders",
 		Version:         "1.0.0",
 		Listen:          "127.0.0.1:0",
 		ControlPlane:    cp.URL,
-		Token:           cp.Token,
+		Token:           cp.Secret,
 		TTL:             time.Second,
 		DrainDelay:      -1,
 		ShutdownTimeout: 5 * time.Second,
@@ -66,7 +70,7 @@ func run(t *testing.T, cfg Config, h http.Handler, opts ...Option) *running {
 	case <-svc.Listening():
 	case err := <-r.done:
 		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not listen")
 	}
 	return r
@@ -82,13 +86,15 @@ func (r *running) stop(t *testing.T) error {
 			close(r.done)
 		}
 		return err
-	case <-time.After(10 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after cancel")
 		return nil
 	}
 }
 
 func (r *running) url(path string) string { return "http://" + r.Addr().String() + path }
+
+func (r *running) id() string { return "orders-127.0.0.1-" + itoa(r.Addr().Port) }
 
 func (r *running) get(t *testing.T, path string) (int, string) {
 	t.Helper()
@@ -107,15 +113,16 @@ func waitReady(t *testing.T, r *running) {
 	case <-r.Ready():
 	case err := <-r.done:
 		t.Fatalf("Run returned before ready: %v", err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the service did not become ready")
 	}
 }
 
-// eventually polls cond for up to 5 seconds.
+// eventually polls cond until it holds or a generous deadline passes: it
+// asserts that something happens, never how fast.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
@@ -124,28 +131,151 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func count(calls []string, call string) int {
+// recordingCP is the real client of the control plane, keeping a record of
+// the registry calls the SDK makes through it and their outcomes, in
+// order. Every call goes through to the real control plane; the record
+// exists because some of what a test asserts is seen only on the calling
+// side: attempts made while the control plane is down, and heartbeats,
+// which the control plane keeps no trace of.
+type recordingCP struct {
+	*client.Client
+	mu    sync.Mutex
+	calls []call
+}
+
+var _ ControlPlane = (*recordingCP)(nil)
+
+type call struct {
+	op  string // register, heartbeat or deregister
+	err error
+}
+
+func recordCalls(t *testing.T, cp *cptest.CP) *recordingCP {
+	t.Helper()
+	c, err := client.New(cp.URL, cp.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &recordingCP{Client: c}
+}
+
+func (r *recordingCP) record(op string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, call{op, err})
+}
+
+func (r *recordingCP) Register(ctx context.Context, in *meridian.Instance) (*meridian.Instance, error) {
+	out, err := r.Client.Register(ctx, in)
+	r.record("register", err)
+	return out, err
+}
+
+func (r *recordingCP) Heartbeat(ctx context.Context, service, id string) error {
+	err := r.Client.Heartbeat(ctx, service, id)
+	r.record("heartbeat", err)
+	return err
+}
+
+func (r *recordingCP) Deregister(ctx context.Context, service, id string) error {
+	err := r.Client.Deregister(ctx, service, id)
+	r.record("deregister", err)
+	return err
+}
+
+func (r *recordingCP) all() []call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+// outcome is "ok" for a call that succeeded, else its error's code.
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return string(meridian.ErrorCode(err))
+}
+
+// count counts the calls of op with the outcome ("ok" or an error code).
+func count(calls []call, op, result string) int {
 	n := 0
 	for _, c := range calls {
-		if c == call {
+		if c.op == op && outcome(c.err) == result {
 			n++
 		}
 	}
 	return n
 }
 
+// watchLog is what a registry watcher of one service has seen, in order.
+type watchLog struct {
+	mu     sync.Mutex
+	events []meridian.InstanceEvent // puts and deletes
+}
+
+// watchRegistry watches service through c until the test ends and returns
+// once the watch has delivered the current list.
+func watchRegistry(t *testing.T, c *client.Client, service string) *watchLog {
+	t.Helper()
+	w := &watchLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	synced := make(chan struct{})
+	var once sync.Once
+	go func() {
+		done <- c.WatchRegistry(ctx, service, 0, func(ev meridian.InstanceEvent) error {
+			if ev.Type == meridian.EventSync {
+				once.Do(func() { close(synced) })
+				return nil
+			}
+			w.mu.Lock()
+			w.events = append(w.events, ev)
+			w.mu.Unlock()
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("registry watch ended with %v", err)
+		}
+	})
+	select {
+	case <-synced:
+	case err := <-done:
+		done <- err
+		t.Fatalf("registry watch: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the registry watch did not sync")
+	}
+	return w
+}
+
+// of returns the event types seen for one instance, in order.
+func (w *watchLog) of(id string) []meridian.EventType {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []meridian.EventType
+	for _, ev := range w.events {
+		if ev.ID == id {
+			out = append(out, ev.Type)
+		}
+	}
+	return out
+}
+
 func TestRunRegistersTheBoundPort(t *testing.T) {
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
 	cfg := testConfig(cp)
 	cfg.Zone, cfg.Tags, cfg.Metadata, cfg.Weight = "eu-1a", []string{"primary"}, map[string]string{"team": "checkout"}, 50
 	r := run(t, cfg, nil)
 	waitReady(t, r)
 
 	port := r.Addr().Port
-	id := "orders-127.0.0.1-" + itoa(port)
-	in := cp.Instance("orders", id)
-	if in == nil {
-		t.Fatalf("instance %s not registered; calls %v", id, cp.Calls())
+	in, err := cp.Client.Instance(context.Background(), "orders", r.id())
+	if err != nil {
+		t.Fatalf("instance %s: %v", r.id(), err)
 	}
 	if in.Address != "127.0.0.1" || in.Port != port || in.Version != "1.0.0" || in.Zone != "eu-1a" ||
 		in.Weight != 50 || in.TTL.D() != time.Second || in.Metadata["team"] != "checkout" || !slices.Equal(in.Tags, []string{"primary"}) {
@@ -166,9 +296,10 @@ func TestRunRegistersTheBoundPort(t *testing.T) {
 }
 
 func TestRunShutdownOrder(t *testing.T) {
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
+	watch := watchRegistry(t, cp.Client, "orders")
 	cfg := testConfig(cp)
-	cfg.DrainDelay = time.Second // the window in which /readyz must be seen answering 503
+	cfg.DrainDelay = 2 * time.Second // the window in which /readyz must be seen answering 503
 	started, release := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		close(started)
@@ -177,7 +308,7 @@ func TestRunShutdownOrder(t *testing.T) {
 	})
 	r := run(t, cfg, h)
 	waitReady(t, r)
-	id := "orders-127.0.0.1-" + itoa(r.Addr().Port)
+	id := r.id()
 
 	inflight := make(chan string, 1)
 	go func() {
@@ -193,22 +324,30 @@ func TestRunShutdownOrder(t *testing.T) {
 	<-started
 
 	r.cancel()
-	// First the instance is deregistered…
-	eventually(t, "the instance is deregistered", func() bool { return cp.Instance("orders", id) == nil })
-	// …and while the drain delay runs the server still answers, /readyz
-	// with 503.
+	// First watchers see the instance go…
+	eventually(t, "a watcher sees the instance deregistered", func() bool {
+		evs := watch.of(id)
+		return len(evs) > 0 && evs[len(evs)-1] == meridian.EventDelete
+	})
+	// …while the drain delay runs, the server still answers, /readyz with
+	// 503.
 	eventually(t, "/readyz answers 503", func() bool { code, _ := r.get(t, "/readyz"); return code == 503 })
 	if code, _ := r.get(t, "/healthz"); code != 200 {
 		t.Errorf("/healthz during drain = %d, want 200", code)
 	}
-	// Shutdown waits for the in-flight request.
+	// After it, new connections are refused, but shutdown waits for the
+	// in-flight request, which holds Run until it is released.
+	eventually(t, "new connections are refused", func() bool {
+		resp, err := r.http.Get(r.url("/healthz"))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	})
 	select {
 	case err := <-r.done:
 		t.Fatalf("Run returned with a request in flight: %v", err)
-	case <-time.After(cfg.DrainDelay + 300*time.Millisecond):
-	}
-	if _, err := r.http.Get(r.url("/readyz")); err == nil {
-		t.Error("a new request was accepted after the drain delay")
+	default:
 	}
 	close(release)
 	if got := <-inflight; got != "200 OK done" {
@@ -219,15 +358,25 @@ func TestRunShutdownOrder(t *testing.T) {
 	}
 	close(r.done)
 
-	calls := cp.Calls()
-	del := slices.Index(calls, "DELETE /v1/services/orders/instances/"+id)
-	if del < 0 || slices.ContainsFunc(calls[del+1:], func(c string) bool { return strings.HasPrefix(c, "PUT ") }) {
-		t.Errorf("calls %v: want a deregistration with no registration or heartbeat after it", calls)
+	// Nothing registered the instance again after it was deregistered: a
+	// marker registered now, after Run returned, reaches the watcher after
+	// every change Run made.
+	ctx := context.Background()
+	if _, err := cp.Client.Register(ctx, &meridian.Instance{Service: "orders", ID: "marker", Address: "127.0.0.1", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the watcher sees the marker", func() bool { return len(watch.of("marker")) > 0 })
+	evs := watch.of(id)
+	if del := slices.Index(evs, meridian.EventDelete); del < 0 || del != len(evs)-1 {
+		t.Errorf("a watcher saw %v of the instance: want its deregistration last, and once", evs)
+	}
+	if _, err := cp.Client.Instance(ctx, "orders", id); !meridian.IsCode(err, meridian.CodeNotFound) {
+		t.Errorf("after Run returned, the instance: %v, want not_found", err)
 	}
 }
 
 func TestRunCutsOffRequestsAfterShutdownTimeout(t *testing.T) {
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
 	cfg := testConfig(cp)
 	cfg.ShutdownTimeout = 100 * time.Millisecond
 	started, release := make(chan struct{}), make(chan struct{})
@@ -249,37 +398,44 @@ func TestRunCutsOffRequestsAfterShutdownTimeout(t *testing.T) {
 }
 
 func TestHeartbeatNotFoundRegistersAgain(t *testing.T) {
-	cp := fakecp.Start(t)
-	r := run(t, testConfig(cp), nil) // TTL 1s: a heartbeat every 333ms
+	cp := cptest.Start(t)
+	rec := recordCalls(t, cp)
+	r := run(t, testConfig(cp), nil, WithControlPlane(rec)) // TTL 1s: a heartbeat every 333ms
 	waitReady(t, r)
-	id := "orders-127.0.0.1-" + itoa(r.Addr().Port)
-	reg := "PUT /v1/services/orders/instances/" + id
-	beat := reg + "/heartbeat"
-	eventually(t, "a heartbeat", func() bool { return count(cp.Calls(), beat) >= 1 })
+	id := r.id()
+	eventually(t, "a heartbeat", func() bool { return count(rec.all(), "heartbeat", "ok") >= 1 })
 
-	cp.Expire("orders", id)
-	eventually(t, "the instance is registered again", func() bool { return cp.Instance("orders", id) != nil })
-
-	calls := cp.Calls()
-	second := slices.Index(calls[1:], reg) + 1
-	if second < 1 || calls[second-1] != beat {
-		t.Fatalf("calls %v: want the second registration right after a heartbeat", calls)
+	// The registry forgets the instance, as when its lease expired: the
+	// next heartbeat answers not_found and the service registers again.
+	ctx := context.Background()
+	if err := cp.Client.Deregister(ctx, "orders", id); err != nil {
+		t.Fatal(err)
 	}
-	eventually(t, "heartbeats resume", func() bool { return count(cp.Calls()[second:], beat) >= 1 })
+	eventually(t, "the instance is registered again", func() bool { return count(rec.all(), "register", "ok") >= 2 })
+	if _, err := cp.Client.Instance(ctx, "orders", id); err != nil {
+		t.Fatalf("after re-registration: %v", err)
+	}
+	calls := rec.all()
+	second := slices.IndexFunc(calls[1:], func(c call) bool { return c.op == "register" }) + 1
+	if prev := calls[second-1]; prev.op != "heartbeat" || !meridian.IsCode(prev.err, meridian.CodeNotFound) {
+		t.Fatalf("the call before the second registration was %s (%v), want a heartbeat answered not_found", prev.op, prev.err)
+	}
+	eventually(t, "heartbeats resume", func() bool { return count(rec.all()[second:], "heartbeat", "ok") >= 1 })
 	if code, _ := r.get(t, "/readyz"); code != 200 {
 		t.Errorf("/readyz = %d after re-registration", code)
 	}
 }
 
 func TestRunKeepsServingWhileControlPlaneIsUnreachable(t *testing.T) {
-	cp := fakecp.Start(t)
-	cp.SetDown(true)
+	cp := cptest.Start(t)
+	cp.Stop()
+	rec := recordCalls(t, cp)
 	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { _, _ = io.WriteString(w, "hello") })
-	r := run(t, testConfig(cp), h)
-	id := "orders-127.0.0.1-" + itoa(r.Addr().Port)
-	reg := "PUT /v1/services/orders/instances/" + id
+	r := run(t, testConfig(cp), h, WithControlPlane(rec))
 
-	eventually(t, "several registration attempts", func() bool { return count(cp.Calls(), reg) >= 3 })
+	eventually(t, "several registration attempts", func() bool {
+		return count(rec.all(), "register", string(meridian.CodeUnavailable)) >= 3
+	})
 	if code, body := r.get(t, "/"); code != 200 || body != "hello" {
 		t.Errorf("handler = %d %q while the control plane is down", code, body)
 	}
@@ -292,26 +448,31 @@ func TestRunKeepsServingWhileControlPlaneIsUnreachable(t *testing.T) {
 	default:
 	}
 
-	cp.SetDown(false)
+	cp.Restart()
 	waitReady(t, r)
-	if cp.Instance("orders", id) == nil {
-		t.Fatal("not registered after the control plane came back")
+	if _, err := cp.Client.Instance(context.Background(), "orders", r.id()); err != nil {
+		t.Fatalf("not registered after the control plane came back: %v", err)
 	}
 
 	// Down again: heartbeats fail, the service runs on and stays ready.
-	cp.SetDown(true)
-	n := count(cp.Calls(), reg+"/heartbeat")
-	eventually(t, "failed heartbeats", func() bool { return count(cp.Calls(), reg+"/heartbeat") >= n+2 })
+	cp.Stop()
+	n := count(rec.all(), "heartbeat", string(meridian.CodeUnavailable))
+	eventually(t, "failed heartbeats", func() bool {
+		return count(rec.all(), "heartbeat", string(meridian.CodeUnavailable)) >= n+2
+	})
 	if code, _ := r.get(t, "/readyz"); code != 200 {
 		t.Errorf("/readyz = %d during an outage after registration, want 200", code)
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run = %v, want a clean stop despite the failed deregistration", err)
 	}
+	if calls := rec.all(); calls[len(calls)-1].op != "deregister" || !meridian.IsCode(calls[len(calls)-1].err, meridian.CodeUnavailable) {
+		t.Errorf("last call %+v, want the deregistration, failed as unavailable", calls[len(calls)-1])
+	}
 }
 
 func TestRunStopsOnSIGTERM(t *testing.T) {
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
 	svc, err := New(testConfig(cp))
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +483,7 @@ func TestRunStopsOnSIGTERM(t *testing.T) {
 	case <-svc.Ready():
 	case err := <-done:
 		t.Fatal(err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("not ready")
 	}
 	// Run has installed its handler before it became ready, so the signal
@@ -335,11 +496,12 @@ func TestRunStopsOnSIGTERM(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run = %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("Run ignored SIGTERM")
 	}
-	if id := "orders-127.0.0.1-" + itoa(svc.Addr().Port); cp.Instance("orders", id) != nil {
-		t.Error("still registered after SIGTERM")
+	id := "orders-127.0.0.1-" + itoa(svc.Addr().Port)
+	if _, err := cp.Client.Instance(context.Background(), "orders", id); !meridian.IsCode(err, meridian.CodeNotFound) {
+		t.Errorf("after SIGTERM the instance: %v, want not_found", err)
 	}
 }
 
@@ -349,10 +511,11 @@ func TestRunFailsAtOnceOnABadListenAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
+	rec := recordCalls(t, cp)
 	cfg := testConfig(cp)
 	cfg.Listen = ln.Addr().String() // taken
-	svc, err := New(cfg, WithoutSignals())
+	svc, err := New(cfg, WithoutSignals(), WithControlPlane(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,13 +523,16 @@ func TestRunFailsAtOnceOnABadListenAddress(t *testing.T) {
 	if !meridian.IsCode(err, meridian.CodeInvalid) || !strings.Contains(err.Error(), "Listen") {
 		t.Fatalf("Run = %v, want an error naming Listen", err)
 	}
-	if len(cp.Calls()) != 0 {
-		t.Errorf("calls %v, want none", cp.Calls())
+	if calls := rec.all(); len(calls) != 0 {
+		t.Errorf("calls %+v, want none", calls)
+	}
+	if svcs, _, err := cp.Client.Services(context.Background()); err != nil || len(svcs) != 0 {
+		t.Errorf("services %+v (%v), want none", svcs, err)
 	}
 }
 
 func TestRegistrationAddress(t *testing.T) {
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
 	tests := []struct {
 		name      string
 		cfg       func(*Config)
@@ -426,30 +592,43 @@ func TestRegistrationAddress(t *testing.T) {
 }
 
 func TestDiscoverySharesTheServiceClient(t *testing.T) {
-	cp := fakecp.Start(t)
-	r := run(t, testConfig(cp), nil)
+	cp := cptest.Start(t)
+	var pass atomic.Bool
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/check" && pass.Load() {
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	cfg := testConfig(cp)
+	// The control plane's check of the instance fails until the test lets
+	// it pass.
+	cfg.Check = &meridian.CheckSpec{Kind: meridian.CheckHTTP, Target: "/check", Interval: meridian.Duration(100 * time.Millisecond)}
+	r := run(t, cfg, h)
 	waitReady(t, r)
-	id := "orders-127.0.0.1-" + itoa(r.Addr().Port)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	snap, err := r.Discovery().Wait(ctx, "orders")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The control plane's check has not passed yet (its initial status is
-	// critical), so discovery does not serve the instance.
+	// The check has not passed (its initial status is critical), so
+	// discovery does not serve the instance.
 	if len(snap.Instances) != 0 {
 		t.Fatalf("instances %v before the check passed", snap.Instances)
 	}
-	cp.SetHealth("orders", id, meridian.StatusPassing)
-	select {
-	case <-snap.Changed():
-	case <-ctx.Done():
-		t.Fatal("no change")
+	pass.Store(true)
+	for len(snap.Instances) == 0 {
+		select {
+		case <-snap.Changed():
+			snap = r.Discovery().Snapshot("orders")
+		case <-ctx.Done():
+			t.Fatal("discovery never served the instance after its check passed")
+		}
 	}
-	if s := r.Discovery().Snapshot("orders"); len(s.Instances) != 1 || s.Instances[0].ID != id {
-		t.Fatalf("snapshot %+v, want the service itself", s)
+	if len(snap.Instances) != 1 || snap.Instances[0].ID != r.id() || snap.Instances[0].Health.Status != meridian.StatusPassing {
+		t.Fatalf("snapshot %+v, want the service itself, passing", snap)
 	}
 	if r.ControlPlane() == nil {
 		t.Fatal("no control plane client")
@@ -457,7 +636,7 @@ func TestDiscoverySharesTheServiceClient(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	cp := fakecp.Start(t)
+	cp := cptest.Start(t)
 	r := run(t, testConfig(cp), nil)
 	if err := r.Run(context.Background(), nil); err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("second Run = %v, want an error", err)

@@ -17,8 +17,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // scriptWatcher is an in-memory Watcher whose streams the test drives: each
 // WatchRegistry call is handed to the test as a stream, which then feeds it
-// events and ends it. It tests the cache's logic alone; the tests against
-// the HTTP API are in http_test.go.
+// events and ends it. It tests the cache's logic alone, with exact event
+// sequences and resume indexes; the tests against the real control plane
+// are in http_test.go.
 type scriptWatcher struct{ streams chan *stream }
 
 type stream struct {
@@ -98,9 +99,9 @@ func synced(index uint64) meridian.InstanceEvent {
 }
 
 // start runs a cache over w until the test ends.
-func start(t *testing.T, w Watcher) *Cache {
+func start(t *testing.T, w Watcher, opts ...Option) *Cache {
 	t.Helper()
-	c := New(w, WithBackoff(time.Millisecond, 5*time.Millisecond))
+	c := New(w, append([]Option{WithBackoff(time.Millisecond, 5*time.Millisecond)}, opts...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
