@@ -3,6 +3,7 @@ package meridian
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies an Error. The HTTP edge maps each code to one status.
@@ -15,6 +16,7 @@ const (
 	CodeNotFound     Code = "not_found"    // 404
 	CodeConflict     Code = "conflict"     // 409: compare-and-set lost, or already exists
 	CodeTooLarge     Code = "too_large"    // 413
+	CodeRateLimited  Code = "rate_limited" // 429: a rate limit refused the request; retry after RetryAfter
 	CodeUnavailable  Code = "unavailable"  // 503: the store or a dependency is down; retry
 	CodeInternal     Code = "internal"     // 500: a bug; details are logged, not returned
 )
@@ -28,7 +30,10 @@ type Error struct {
 	Message string
 	// Current is the current revision on a conflict, so a caller can retry.
 	Current uint64
-	Err     error // the cause, for logs; never shown to API users
+	// RetryAfter tells a refused caller when to try again (unavailable and
+	// rate_limited); zero lets the edge pick its default.
+	RetryAfter time.Duration
+	Err        error // the cause, for logs; never shown to API users
 }
 
 func (e *Error) Error() string {

@@ -26,8 +26,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/internal/problem"
 )
 
 // IndexHeader carries the store revision a registry or config answer
@@ -188,26 +190,18 @@ func (c *Client) do(ctx context.Context, r request, out any) (uint64, error) {
 	return index, nil
 }
 
-// problem is the RFC 9457 body of an error answer with Meridian's
-// extension members.
-type problem struct {
-	Title           string        `json:"title"`
-	Status          int           `json:"status"`
-	Detail          string        `json:"detail"`
-	Code            meridian.Code `json:"code"`
-	Field           string        `json:"field"`
-	CurrentRevision uint64        `json:"current_revision"`
-}
-
 // answerError turns a non-2xx answer into a *meridian.Error.
 func (c *Client) answerError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	var p problem
-	if mt == "application/problem+json" && json.Unmarshal(body, &p) == nil {
-		e := &meridian.Error{Code: p.Code, Field: p.Field, Message: p.Detail, Current: p.CurrentRevision}
-		if !knownCode(e.Code) {
-			e.Code = codeOfStatus(resp.StatusCode)
+	var p problem.Details
+	if mt == problem.ContentType && json.Unmarshal(body, &p) == nil {
+		e := &meridian.Error{Code: meridian.Code(p.Code), Field: p.Field, Message: p.Detail, Current: p.CurrentRevision}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			e.RetryAfter = time.Duration(secs) * time.Second
+		}
+		if !problem.Known(e.Code) {
+			e.Code = problem.CodeOf(resp.StatusCode)
 		}
 		// The server's detail is its error's text, which already starts
 		// with the field; keep it once so Error() reads "field: message".
@@ -229,39 +223,7 @@ func (c *Client) answerError(resp *http.Response) error {
 		}
 		msg += ": " + line
 	}
-	return &meridian.Error{Code: codeOfStatus(resp.StatusCode), Message: msg}
-}
-
-func knownCode(c meridian.Code) bool {
-	switch c {
-	case meridian.CodeInvalid, meridian.CodeUnauthorized, meridian.CodeForbidden,
-		meridian.CodeNotFound, meridian.CodeConflict, meridian.CodeTooLarge,
-		meridian.CodeUnavailable, meridian.CodeInternal:
-		return true
-	}
-	return false
-}
-
-// codeOfStatus is the code for an answer that carries none. Statuses that
-// mean "try again later" (a proxy's 502 or 504, 429) are unavailable.
-func codeOfStatus(status int) meridian.Code {
-	switch status {
-	case http.StatusBadRequest:
-		return meridian.CodeInvalid
-	case http.StatusUnauthorized:
-		return meridian.CodeUnauthorized
-	case http.StatusForbidden:
-		return meridian.CodeForbidden
-	case http.StatusNotFound:
-		return meridian.CodeNotFound
-	case http.StatusConflict, http.StatusPreconditionFailed:
-		return meridian.CodeConflict
-	case http.StatusRequestEntityTooLarge:
-		return meridian.CodeTooLarge
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusTooManyRequests:
-		return meridian.CodeUnavailable
-	}
-	return meridian.CodeInternal
+	return &meridian.Error{Code: problem.CodeOf(resp.StatusCode), Message: msg}
 }
 
 // errCallback carries an error returned by a watch callback through the

@@ -510,7 +510,7 @@ func TestErrorAnswers(t *testing.T) {
 		{
 			name: "429",
 			ans:  answer{Status: 429, ContentType: "text/plain"},
-			want: meridian.Error{Code: meridian.CodeUnavailable, Message: "ADDR answered 429 Too Many Requests"},
+			want: meridian.Error{Code: meridian.CodeRateLimited, Message: "ADDR answered 429 Too Many Requests"},
 		},
 	}
 	for _, tt := range tests {

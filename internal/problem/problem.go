@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/meridian-platform/meridian"
 )
@@ -37,6 +39,7 @@ var statusOf = map[meridian.Code]int{
 	meridian.CodeNotFound:     http.StatusNotFound,
 	meridian.CodeConflict:     http.StatusConflict,
 	meridian.CodeTooLarge:     http.StatusRequestEntityTooLarge,
+	meridian.CodeRateLimited:  http.StatusTooManyRequests,
 	meridian.CodeUnavailable:  http.StatusServiceUnavailable,
 	meridian.CodeInternal:     http.StatusInternalServerError,
 }
@@ -50,17 +53,28 @@ func Status(c meridian.Code) int {
 }
 
 // CodeOf is the code for an HTTP status, for clients reading answers that
-// are not problem+json.
+// carry no code (a proxy's error page, say). Statuses that mean "try again
+// later" from a proxy (502, 504) are unavailable.
 func CodeOf(status int) meridian.Code {
+	switch status {
+	case http.StatusPreconditionFailed:
+		return meridian.CodeConflict
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
+		return meridian.CodeUnavailable
+	}
 	for c, s := range statusOf {
 		if s == status {
 			return c
 		}
 	}
-	if status == http.StatusTooManyRequests {
-		return meridian.CodeUnavailable
-	}
 	return meridian.CodeInternal
+}
+
+// Known reports whether c is a code this version knows; a client treats
+// others by their status instead.
+func Known(c meridian.Code) bool {
+	_, ok := statusOf[c]
+	return ok
 }
 
 // Write answers err as a problem. Anything that is not a *meridian.Error is
@@ -88,8 +102,10 @@ func Write(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) 
 	default:
 		d.Detail = me.Error()
 	}
-	if me.Code == meridian.CodeUnavailable {
-		w.Header().Set("Retry-After", "1")
+	if me.Code == meridian.CodeUnavailable || me.Code == meridian.CodeRateLimited {
+		// Whole seconds, rounded up: a client that waits less is refused again.
+		secs := max(1, int64((me.RetryAfter+time.Second-1)/time.Second))
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
