@@ -385,37 +385,26 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) (uint64, 
 	return rev, nil
 }
 
-// Heartbeat renews an instance's lease.
+// Heartbeat renews an instance's lease. It reads the instance from the
+// store, not from the local mirror, so that a heartbeat after a
+// deregistration on any replica is refused and never revives a lease.
 func (r *Registry) Heartbeat(ctx context.Context, service, id string) error {
 	k := key(service, id)
-	r.mu.RLock()
-	var ttl time.Duration
-	var known bool
-	if s := r.services[service]; s != nil {
-		if in := s.instances[id]; in != nil {
-			ttl, known = in.TTL.D(), true
-		}
+	e, err := r.cfg.reg.Get(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("instance %s of service %s is not registered (its lease expired or it was deregistered): register it again", id, service)
 	}
-	r.mu.RUnlock()
-	if !known {
-		// Registered a moment ago on another replica, perhaps: ask the store.
-		e, err := r.cfg.reg.Get(ctx, k)
-		if errors.Is(err, store.ErrNotFound) {
-			return notFound("instance %s of service %s is not registered (its lease expired or it was deregistered): register it again", id, service)
-		}
-		if err != nil {
-			return storeError(err)
-		}
-		var in meridian.Instance
-		if err := json.Unmarshal(e.Value, &in); err != nil {
-			return storeError(err)
-		}
-		ttl = in.TTL.D()
+	if err != nil {
+		return storeError(err)
 	}
-	if ttl == 0 {
+	var in meridian.Instance
+	if err := json.Unmarshal(e.Value, &in); err != nil {
+		return storeError(err)
+	}
+	if in.TTL == 0 {
 		return meridian.Errorf(meridian.CodeInvalid, "instance %s of service %s was registered without a ttl, so it has no lease to renew", id, service)
 	}
-	_, err := r.cfg.leases.PutTTL(ctx, k, nil, ttl)
+	_, err = r.cfg.leases.PutTTL(ctx, k, nil, in.TTL.D())
 	return storeError(err)
 }
 
