@@ -56,11 +56,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		etcdNoFsync = fs.Bool("etcd-unsafe-no-fsync", false, "run etcd with --unsafe-no-fsync (default: fsync on, as deployed)")
 		hbWindow    = fs.Duration("hb-window", 0, "length of the heartbeat measurement window (default: the TTL, three heartbeat periods)")
 		rounds      = fs.Int("rounds", 2, "rounds; each runs Meridian then etcd, and the table shows medians across rounds")
+		retries     = fs.Int("retries", 1, "times a system's round is run again when a Go build ran during it or other processes used more than -max-noise")
+		maxNoise    = fs.Float64("max-noise", 0.5, "CPU (in cores) other processes may use during a run before it counts as disturbed")
+		quietWait   = fs.Duration("quiet-wait", time.Minute, "how long to wait before each run for builds to end and the machine to calm down")
 		meridianBin = fs.String("meridian-bin", "", "path of the meridian binary (empty: skip Meridian)")
 		etcdBin     = fs.String("etcd-bin", "", "path of the etcdpeer binary (empty: skip etcd)")
 		cpuServer   = fs.Int("cpu-server", 0, "CPU the server under test is pinned to (-1: no pinning)")
 		cpuLoad     = fs.Int("cpu-load", 1, "CPU this load generator is pinned to (-1: no pinning)")
-		timeout     = fs.Duration("timeout", 15*time.Minute, "the whole run's deadline")
+		timeout     = fs.Duration("timeout", 20*time.Minute, "the whole run's deadline")
 		keep        = fs.Bool("keep", false, "keep the temp dir (data dirs and server logs)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -75,8 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("-changes must be at least 2 and -change-rate positive")
 	case *failures < 1 || *failures > *instances:
 		return errors.New("-failures must be between 1 and -instances")
-	case *workers < 1 || *conns < 1 || *etcdClients < 1 || *rounds < 1:
-		return errors.New("-workers, -conns, -etcd-clients and -rounds must be positive")
+	case *workers < 1 || *conns < 1 || *etcdClients < 1 || *rounds < 1 || *retries < 0:
+		return errors.New("-workers, -conns, -etcd-clients and -rounds must be positive, -retries not negative")
 	case *meridianBin == "" && *etcdBin == "":
 		return errors.New("nothing to run: give -meridian-bin and/or -etcd-bin")
 	}
@@ -129,25 +132,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	results := map[string][]result{}
-	var errs []error
+	var errs, disturbed []string
 	for r := 1; r <= *rounds && ctx.Err() == nil; r++ {
 		for _, m := range makers {
-			if ctx.Err() != nil {
+			for attempt := 0; attempt <= *retries && ctx.Err() == nil; attempt++ {
+				waitQuiet(ctx, stderr, *quietWait, *maxNoise)
+				logf(stderr, "round %d/%d: %s", r, *rounds, m.name)
+				dir := filepath.Join(tmp, fmt.Sprintf("r%d-%s-%d", r, m.name, attempt))
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					return err
+				}
+				res, err := runScenario(ctx, m.make(), p, dir)
+				if err != nil {
+					logf(stderr, "round %d: %s failed: %v", r, m.name, err)
+					errs = append(errs, fmt.Sprintf("round %d, %s: %v", r, m.name, err))
+					break
+				}
+				why := ""
+				switch {
+				case res.build != "":
+					why = "a build ran: " + res.build
+				case res.otherCores > *maxNoise:
+					why = fmt.Sprintf("other processes used %.2f cores", res.otherCores)
+				}
+				if why != "" && attempt < *retries {
+					logf(stderr, "round %d: %s: discarded (%s); running it again", r, m.name, why)
+					continue
+				}
+				if why != "" {
+					disturbed = append(disturbed, fmt.Sprintf("round %d %s (%s)", r, m.name, why))
+				}
+				results[m.name] = append(results[m.name], res)
 				break
 			}
-			waitQuiet(ctx, stderr, 60*time.Second)
-			logf(stderr, "round %d/%d: %s", r, *rounds, m.name)
-			dir := filepath.Join(tmp, fmt.Sprintf("r%d-%s", r, m.name))
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return err
-			}
-			res, err := runScenario(ctx, m.make(), p, dir)
-			if err != nil {
-				logf(stderr, "round %d: %s failed: %v", r, m.name, err)
-				errs = append(errs, fmt.Errorf("round %d, %s: %w", r, m.name, err))
-				continue
-			}
-			results[m.name] = append(results[m.name], res)
 		}
 	}
 
@@ -156,7 +173,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "%s; %s/%s, %s; medians over rounds (%s); etcd: %d clients, fsync %s\n\n",
 		pinned, runtime.GOOS, runtime.GOARCH, runtime.Version(), roundsDone(results), *etcdClients, onOff(!*etcdNoFsync))
 	printTable(stdout, results, *ttl)
-	return errors.Join(errs...)
+	if len(disturbed) > 0 {
+		fmt.Fprintf(stdout, "\nWARNING: the machine was busy during %s: those figures are noisy.\n", strings.Join(disturbed, "; "))
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func onOff(b bool) string {
@@ -214,6 +237,7 @@ func printTable(w io.Writer, results map[string][]result, ttl time.Duration) {
 		{"instances lost unasked (count)", func(r result) float64 { return r.lost }, f0, "0", zero},
 		{"changes never seen by the watcher", func(r result) float64 { return r.missedChanges }, f0, "0", zero},
 		{"silenced instances never removed", func(r result) float64 { return r.undetected }, f0, "0", zero},
+		{"other processes' CPU during the run (cores)", func(r result) float64 { return r.otherCores }, f2, "", nil},
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprintln(tw, "figure\t| meridian\t| etcd\t| target")
@@ -275,29 +299,45 @@ func pinSelf(cpu int) error {
 	return nil
 }
 
-// waitQuiet waits (up to d) while a Go build runs on the machine (a
-// compile, link or asm process), so that no build runs while we measure;
-// it says so if it had to wait, and warns if it gave up.
-func waitQuiet(ctx context.Context, log io.Writer, d time.Duration) {
+// waitQuiet waits (up to d) until no Go build runs on the machine (a
+// compile, link, asm, cgo or vet process) and the other processes used
+// less than maxNoise cores over the last two seconds, so that we do not
+// measure beside a build; it says so if it had to wait, and warns if it
+// gave up.
+func waitQuiet(ctx context.Context, log io.Writer, d time.Duration, maxNoise float64) {
 	deadline := time.Now().Add(d)
 	warned := false
 	for {
-		busy := buildRunning()
-		if busy == "" {
+		nz := watchNoise(-1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+		cores, build := nz.end()
+		if build == "" {
+			build = buildRunning()
+		}
+		why := ""
+		switch {
+		case build != "":
+			why = "a build is running (" + build + ")"
+		case cores > maxNoise:
+			why = fmt.Sprintf("other processes use %.2f cores", cores)
+		}
+		if why == "" {
 			if warned {
-				logf(log, "the build has finished")
+				logf(log, "the machine is quiet enough now (other processes: %.2f cores)", cores)
 			}
 			return
 		}
 		if !warned {
-			logf(log, "a build is running (%s): waiting up to %s before measuring", busy, d)
+			logf(log, "%s: waiting up to %s before measuring", why, d)
 			warned = true
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			logf(log, "WARNING: measuring while a build runs (%s): figures will be noisy", busy)
+			logf(log, "WARNING: measuring anyway: %s; figures will be noisy", why)
 			return
 		}
-		time.Sleep(time.Second)
 	}
 }
 

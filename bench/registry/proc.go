@@ -241,3 +241,109 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// statCPU is a process's utime+stime and, in the second result, that
+// plus cutime+cstime: the CPU time of its children it has waited for.
+func statCPU(pid int) (own, withChildren time.Duration, err error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, errors.New("malformed /proc/<pid>/stat")
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 15 {
+		return 0, 0, errors.New("short /proc/<pid>/stat")
+	}
+	var t [4]int64
+	for j := range t {
+		if t[j], err = strconv.ParseInt(f[11+j], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("/proc/<pid>/stat times: %w", err)
+		}
+	}
+	tick := time.Second / clockTicks
+	return time.Duration(t[0]+t[1]) * tick, time.Duration(t[0]+t[1]+t[2]+t[3]) * tick, nil
+}
+
+// othersCPU is, for every process but this one and skip, its CPU time
+// including the children it has waited for.
+func othersCPU(skip int) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	self := os.Getpid()
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == self || pid == skip {
+			continue
+		}
+		if _, all, err := statCPU(pid); err == nil {
+			out[pid] = all
+		}
+	}
+	return out
+}
+
+// noise watches the rest of the machine while one system is measured: the
+// CPU time the other processes use, and whether a Go build runs at any
+// moment. The CPU time is summed from /proc/<pid>/stat, the same
+// accounting as the server's figures (/proc/stat's totals, sampled by the
+// tick, disagree with it on this VM under load). A process that started
+// during the watch counts in full; one that ended counts through its
+// parent's cutime+cstime once reaped. It is an estimate: a process whose
+// parent has not reaped it yet is missed, and one reaped by a parent that
+// also ended is counted against the wrong baseline.
+type noise struct {
+	start     time.Time
+	serverPID int
+	before    map[int]time.Duration
+	stop      chan struct{}
+	done      chan struct{}
+	build     string // the first build process seen, "" if none
+}
+
+func watchNoise(serverPID int) *noise {
+	n := &noise{start: time.Now(), serverPID: serverPID, before: othersCPU(serverPID),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-t.C:
+			}
+			if n.build == "" {
+				n.build = buildRunning()
+			}
+		}
+	}()
+	return n
+}
+
+// end stops watching and returns the other processes' mean CPU use in
+// cores over the watch, and the build seen, if any.
+func (n *noise) end() (otherCores float64, build string) {
+	close(n.stop)
+	<-n.done
+	var other time.Duration
+	after := othersCPU(n.serverPID)
+	for pid, cpu := range after {
+		if was, ok := n.before[pid]; ok {
+			other += max(cpu-was, 0)
+		} else {
+			other += cpu
+		}
+	}
+	// A process that ended during the watch comes back whole in its
+	// parent's cutime+cstime: take off what it had used before the watch.
+	for pid, was := range n.before {
+		if _, ok := after[pid]; !ok {
+			other -= was
+		}
+	}
+	return max(other.Seconds(), 0) / time.Since(n.start).Seconds(), n.build
+}

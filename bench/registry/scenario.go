@@ -92,6 +92,8 @@ type result struct {
 	undetected    float64 // silenced instances whose delete never came
 	rssBase       float64 // bytes, for the log
 	rssLoaded     float64
+	otherCores    float64 // mean CPU use of the other processes on the machine during the run, in cores
+	build         string  // a build process seen during the run, "" if none
 }
 
 // tracker matches the watcher's events with what the scenario did.
@@ -169,7 +171,7 @@ func logf(w io.Writer, format string, args ...any) {
 // rate (propagation); some instances fall silent (failure detection).
 func runScenario(ctx context.Context, sys system, p params, dir string) (res result, err error) {
 	nan := math.NaN()
-	res = result{regRate: nan, regCPU: nan, rssPerInst: nan, heapPerInst: nan, propPut50: nan, propPut99: nan,
+	res = result{otherCores: nan, regRate: nan, regCPU: nan, rssPerInst: nan, heapPerInst: nan, propPut50: nan, propPut99: nan,
 		propDel50: nan, propDel99: nan, detect50: nan, detect99: nan, detectMax: nan, hbRate: nan, hbCPU: nan}
 	name := sys.name()
 	logf(p.log, "%s: starting the server on cpu %d", name, p.cpuServer)
@@ -182,6 +184,14 @@ func runScenario(ctx context.Context, sys system, p params, dir string) (res res
 		}
 	}()
 	pid := sys.pid()
+	nz := watchNoise(pid)
+	defer func() {
+		res.otherCores, res.build = nz.end()
+		logf(p.log, "%s: other processes used %.2f cores during the run", name, res.otherCores)
+		if res.build != "" {
+			logf(p.log, "%s: WARNING: a build ran during the run (%s)", name, res.build)
+		}
+	}()
 
 	// Baseline: the idle server, a moment after it became ready.
 	time.Sleep(time.Second)
