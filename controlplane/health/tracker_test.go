@@ -1,9 +1,7 @@
 package health
 
 import (
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,9 +9,8 @@ import (
 	"time"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/internal/scenario"
 )
-
-var update = flag.Bool("update", false, "rewrite the expected lines of testdata/*.txt from the actual results")
 
 // TestTrackerScenarios runs the scripts in testdata/*.txt, in the spirit of
 // etcd-raft's datadriven tests. A script is a sequence of commands; after
@@ -37,70 +34,22 @@ var update = flag.Bool("update", false, "rewrite the expected lines of testdata/
 // the scenario ("-" for never). Run with -update to rewrite the state lines
 // after an intended change, then review the diff.
 func TestTrackerScenarios(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no scenarios in testdata")
-	}
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
-			runScenario(t, f)
-		})
-	}
+	scenario.RunDir(t, filepath.Join("testdata", "*.txt"), func() scenario.Exec {
+		var s scenarioState
+		return s.exec
+	})
 }
 
-func runScenario(t *testing.T, path string) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	var (
-		s   scenario
-		out []string
-	)
-	for i, line := range lines {
-		if strings.HasPrefix(line, ">") {
-			continue // checked (or regenerated) with its command
-		}
-		out = append(out, line)
-		cmd := strings.TrimSpace(line)
-		if cmd == "" || strings.HasPrefix(cmd, "#") {
-			continue
-		}
-		got, err := s.exec(cmd)
-		if err != nil {
-			t.Fatalf("%s:%d: %s: %v", path, i+1, cmd, err)
-		}
-		got = "> " + got
-		out = append(out, got)
-		var want string
-		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], ">") {
-			want = lines[i+1]
-		}
-		if !*update && got != want {
-			t.Errorf("%s:%d: %s\n got: %s\nwant: %s", path, i+1, cmd, got, want)
-		}
-	}
-	if *update {
-		if err := os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// scenario is the state of one script: the tracker under test and a
+// scenarioState is the state of one script: the tracker under test and a
 // logical clock.
-type scenario struct {
+type scenarioState struct {
 	tr      *Tracker
 	start   time.Time
 	now     time.Time
 	changed bool
 }
 
-func (s *scenario) exec(cmd string) (string, error) {
+func (s *scenarioState) exec(cmd string) (string, error) {
 	name, rest, _ := strings.Cut(cmd, " ")
 	switch name {
 	case "spec":
@@ -147,7 +96,7 @@ func (s *scenario) exec(cmd string) (string, error) {
 	return s.state(), nil
 }
 
-func (s *scenario) state() string {
+func (s *scenarioState) state() string {
 	h := s.tr.Health()
 	var b strings.Builder
 	b.WriteString(string(h.Status))

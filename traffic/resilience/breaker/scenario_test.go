@@ -1,9 +1,7 @@
 package breaker
 
 import (
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,9 +9,8 @@ import (
 	"time"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/internal/scenario"
 )
-
-var update = flag.Bool("update", false, "rewrite the expected lines of testdata/*.txt from the actual results")
 
 // TestScenarios runs the scripts in testdata/*.txt against Core, in the
 // spirit of etcd-raft's datadriven tests. After each command, a line
@@ -41,66 +38,20 @@ var update = flag.Bool("update", false, "rewrite the expected lines of testdata/
 // with CHANGE as "from->to(reason, open D)" and T relative to the start.
 // Run with -update to rewrite the state lines, then review the diff.
 func TestScenarios(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no scenarios in testdata")
-	}
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
-	}
+	scenario.RunDir(t, filepath.Join("testdata", "*.txt"), func() scenario.Exec {
+		var s scenarioState
+		return s.exec
+	})
 }
 
-func runScenario(t *testing.T, path string) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	var (
-		s   scenario
-		out []string
-	)
-	for i, line := range lines {
-		if strings.HasPrefix(line, ">") {
-			continue
-		}
-		out = append(out, line)
-		cmd := strings.TrimSpace(line)
-		if cmd == "" || strings.HasPrefix(cmd, "#") {
-			continue
-		}
-		got, err := s.exec(cmd)
-		if err != nil {
-			t.Fatalf("%s:%d: %s: %v", path, i+1, cmd, err)
-		}
-		got = "> " + got
-		out = append(out, got)
-		var want string
-		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], ">") {
-			want = lines[i+1]
-		}
-		if !*update && got != want {
-			t.Errorf("%s:%d: %s\n got: %s\nwant: %s", path, i+1, cmd, got, want)
-		}
-	}
-	if *update {
-		if err := os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-type scenario struct {
+type scenarioState struct {
 	c       *Core
 	start   time.Time
 	now     time.Time
 	lastGen uint64
 }
 
-func (s *scenario) exec(cmd string) (string, error) {
+func (s *scenarioState) exec(cmd string) (string, error) {
 	name, rest, _ := strings.Cut(cmd, " ")
 	args := map[string]string{}
 	for _, a := range strings.Fields(rest) {
@@ -204,7 +155,7 @@ func parseDur(v string, d *meridian.Duration) error {
 	return err
 }
 
-func (s *scenario) state(out Output) string {
+func (s *scenarioState) state(out Output) string {
 	var b strings.Builder
 	if out.Changed {
 		tr := out.Transition
