@@ -24,8 +24,8 @@ import (
 //   - registry: "service/id" → Instance. Every registration and every health
 //     transition is a revision here, so its change stream is the registry's
 //     watch and its revisions are watch indexes.
-//   - leases: "service/id" → empty, written with the instance's TTL on every
-//     heartbeat. The store expires the key by itself, so a lease outlives any
+//   - leases: "service/id" → empty, written with the instance's TTL by
+//     heartbeats (at most every TTL/2: see Heartbeat). The store expires the key by itself, so a lease outlives any
 //     one control-plane replica; heartbeats never touch the registry bucket
 //     and so never wake watchers.
 //   - members: "replica-id" with a short TTL, refreshed by every live
@@ -53,8 +53,8 @@ type Registry struct {
 
 	mu       sync.RWMutex
 	services map[string]*serviceState
-	leases   map[string]struct{} // live lease keys
-	members  []string            // sorted live replica ids
+	leases   map[string]int64 // live lease keys → when last written (unix ns)
+	members  []string         // sorted live replica ids
 }
 
 type serviceState struct {
@@ -66,7 +66,7 @@ func newRegistry(cfg registryConfig) *Registry {
 	r := &Registry{
 		cfg: cfg, log: cfg.log,
 		services: map[string]*serviceState{},
-		leases:   map[string]struct{}{},
+		leases:   map[string]int64{},
 	}
 	r.mirror = newMirror(cfg.reg, "registry", cfg.log, r.applyInstance)
 	r.leaseM = newMirror(cfg.leases, "leases", cfg.log, r.applyLease)
@@ -172,7 +172,10 @@ func (r *Registry) applyLease(e store.Entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e.Op == store.OpPut {
-		r.leases[e.Key] = struct{}{}
+		// The earlier of the store's stamp and our receipt: never later
+		// than the write, whatever the clocks, so Heartbeat errs towards
+		// writing again.
+		r.leases[e.Key] = min(e.Time.UnixNano(), time.Now().UnixNano())
 	} else {
 		delete(r.leases, e.Key)
 	}
@@ -382,29 +385,57 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) (uint64, 
 		return 0, storeError(err)
 	}
 	_, _ = r.cfg.leases.Delete(ctx, k, 0)
+	// Until this replica's view has the deletion, a heartbeat here would
+	// still be answered; wait, so that the caller's next request is not.
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_ = r.mirror.waitFor(wctx, rev)
 	return rev, nil
 }
 
-// Heartbeat renews an instance's lease. It reads the instance from the
-// store, not from the local mirror, so that a heartbeat after a
-// deregistration on any replica is refused and never revives a lease.
+// Heartbeat renews an instance's lease.
+//
+// A lease written less than TTL/2 ago is not written again: it still has
+// more than TTL/2 to run, and any heartbeat interval shorter than the TTL
+// brings the next heartbeat before it runs out (one that skips a write
+// comes less than TTL/2 after the last write, so the next one is due before
+// the lease ends). With the SDK's TTL/3 interval this halves the store
+// writes and the watch traffic they cause.
 func (r *Registry) Heartbeat(ctx context.Context, service, id string) error {
 	k := key(service, id)
-	e, err := r.cfg.reg.Get(ctx, k)
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("instance %s of service %s is not registered (its lease expired or it was deregistered): register it again", id, service)
+	now := time.Now().UnixNano()
+	r.mu.RLock()
+	var ttl time.Duration
+	var known bool
+	if s := r.services[service]; s != nil {
+		if in := s.instances[id]; in != nil {
+			ttl, known = in.TTL.D(), true
+		}
 	}
-	if err != nil {
-		return storeError(err)
+	written, leased := r.leases[k]
+	r.mu.RUnlock()
+	if !known {
+		// Registered a moment ago on another replica, perhaps: ask the store.
+		e, err := r.cfg.reg.Get(ctx, k)
+		if errors.Is(err, store.ErrNotFound) {
+			return notFound("instance %s of service %s is not registered (its lease expired or it was deregistered): register it again", id, service)
+		}
+		if err != nil {
+			return storeError(err)
+		}
+		var in meridian.Instance
+		if err := json.Unmarshal(e.Value, &in); err != nil {
+			return storeError(err)
+		}
+		ttl = in.TTL.D()
 	}
-	var in meridian.Instance
-	if err := json.Unmarshal(e.Value, &in); err != nil {
-		return storeError(err)
-	}
-	if in.TTL == 0 {
+	if ttl == 0 {
 		return meridian.Errorf(meridian.CodeInvalid, "instance %s of service %s was registered without a ttl, so it has no lease to renew", id, service)
 	}
-	_, err = r.cfg.leases.PutTTL(ctx, k, nil, in.TTL.D())
+	if leased && time.Duration(now-written) < ttl/2 {
+		return nil
+	}
+	_, err := r.cfg.leases.PutTTL(ctx, k, nil, ttl)
 	return storeError(err)
 }
 

@@ -108,29 +108,34 @@ func TestBadInputIsRejectedNamingTheFieldAndNothingIsStored(t *testing.T) {
 func TestLeaseExpiresWithoutHeartbeatsAndHeartbeatsKeepItAlive(t *testing.T) {
 	c, _ := startOne(t)
 	ctx := context.Background()
-	for _, id := range []string{"beating", "silent"} {
-		if _, err := c.Admin.Register(ctx, &meridian.Instance{Service: "cart", ID: id, Address: "127.0.0.1", Port: 9000, TTL: meridian.Duration(time.Second)}); err != nil {
+	const ttl = 2 * time.Second
+	for _, id := range []string{"often", "rarely", "silent"} {
+		if _, err := c.Admin.Register(ctx, &meridian.Instance{Service: "cart", ID: id, Address: "127.0.0.1", Port: 9000, TTL: meridian.Duration(ttl)}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// "often" beats every TTL/4; "rarely" every 0.6 TTL, beyond the TTL/2
+	// under which the registry skips rewriting a lease: both must live.
 	stop := make(chan struct{})
-	beat := make(chan error, 1)
-	go func() {
-		tk := time.NewTicker(250 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				beat <- nil
-				return
-			case <-tk.C:
-				if err := c.Admin.Heartbeat(ctx, "cart", "beating"); err != nil {
-					beat <- err
+	beat := make(chan error, 2)
+	for id, every := range map[string]time.Duration{"often": ttl / 4, "rarely": ttl * 6 / 10} {
+		go func() {
+			tk := time.NewTicker(every)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					beat <- nil
 					return
+				case <-tk.C:
+					if err := c.Admin.Heartbeat(ctx, "cart", id); err != nil {
+						beat <- fmt.Errorf("%s: %w", id, err)
+						return
+					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	ids := func() []string {
 		list, _, _ := c.Admin.Instances(ctx, "cart", client.InstancesQuery{})
 		var out []string
@@ -139,15 +144,17 @@ func TestLeaseExpiresWithoutHeartbeatsAndHeartbeatsKeepItAlive(t *testing.T) {
 		}
 		return out
 	}
-	eventually(t, 10*time.Second, "the silent instance to expire", func() bool { return fmt.Sprint(ids()) == "[beating]" })
-	// Several TTLs later the heartbeating one is still there.
-	time.Sleep(2500 * time.Millisecond)
+	eventually(t, 20*time.Second, "the silent instance to expire", func() bool { return fmt.Sprint(ids()) == "[often rarely]" })
+	// Several TTLs later the heartbeating ones are still there.
+	time.Sleep(3 * ttl)
 	close(stop)
-	if err := <-beat; err != nil {
-		t.Fatalf("heartbeat: %v", err)
+	for range 2 {
+		if err := <-beat; err != nil {
+			t.Fatalf("heartbeat: %v", err)
+		}
 	}
-	if got := fmt.Sprint(ids()); got != "[beating]" {
-		t.Fatalf("instances = %s, want [beating]", got)
+	if got := fmt.Sprint(ids()); got != "[often rarely]" {
+		t.Fatalf("instances = %s, want [often rarely]", got)
 	}
 	if err := c.Admin.Heartbeat(ctx, "cart", "silent"); !meridian.IsCode(err, meridian.CodeNotFound) {
 		t.Fatalf("heartbeat of an expired instance: err = %v, want not_found (so the SDK re-registers)", err)

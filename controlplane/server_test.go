@@ -32,7 +32,7 @@ type cp struct {
 
 // natsServer starts a NATS server with JetStream in dir on a random port,
 // standing in for an external cluster; stop it to take the store away.
-func natsServer(t *testing.T, dir string) *server.Server {
+func natsServer(t testing.TB, dir string) *server.Server {
 	t.Helper()
 	ns, err := natsembed.Start(natsembed.Options{StoreDir: dir, Port: -1})
 	if err != nil {
@@ -46,7 +46,7 @@ type cpOption func(*controlplane.Config)
 
 // startCP starts a replica on the NATS server at url. The admin secret is
 // taken from the replica that created it (or from adminSecret when given).
-func startCP(t *testing.T, url, adminSecret string, opts ...cpOption) *cp {
+func startCP(t testing.TB, url, adminSecret string, opts ...cpOption) *cp {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // outage tests provoke these on purpose
@@ -103,7 +103,7 @@ func startOne(t *testing.T, opts ...cpOption) (*cp, *server.Server) {
 	return startCP(t, ns.ClientURL(), "", opts...), ns
 }
 
-func (c *cp) client(t *testing.T, token string) *client.Client {
+func (c *cp) client(t testing.TB, token string) *client.Client {
 	t.Helper()
 	cl, err := client.New(c.URL, token)
 	if err != nil {
@@ -112,7 +112,7 @@ func (c *cp) client(t *testing.T, token string) *client.Client {
 	return cl
 }
 
-func waitReady(t *testing.T, url string) {
+func waitReady(t testing.TB, url string) {
 	t.Helper()
 	eventually(t, 10*time.Second, "the replica to be ready", func() bool {
 		resp, err := http.Get(url + "/readyz")
@@ -126,7 +126,7 @@ func waitReady(t *testing.T, url string) {
 
 // eventually polls cond until it holds or the (generous) deadline passes.
 // It asserts that something happens, never how fast.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
