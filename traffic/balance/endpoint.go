@@ -13,9 +13,9 @@ import (
 // instance record plus live state (requests in flight, the peak-EWMA
 // latency estimate, the ejected flag) that outlives snapshot swaps. While an
 // instance stays in the service's snapshots it keeps one *Endpoint, so
-// pointers may be compared and kept as map keys (the outlier detector keys
-// its counters by them). An instance that leaves the set and comes back
-// later gets a fresh Endpoint.
+// pointers may be compared and kept as map keys; Balancer.Endpoint finds
+// it by instance ID. An instance that leaves the set and comes back later
+// gets a fresh Endpoint.
 //
 // All methods are safe for concurrent use.
 type Endpoint struct {
