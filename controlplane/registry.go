@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -146,6 +147,7 @@ func (r *Registry) applyInstance(e store.Entry) {
 			return
 		}
 		inst.Revision = e.Revision
+		intern(inst)
 	}
 	r.mu.Lock()
 	s := r.services[service]
@@ -165,6 +167,22 @@ func (r *Registry) applyInstance(e store.Entry) {
 		r.runner.Upsert(inst)
 	} else {
 		r.runner.Remove(service, id)
+	}
+}
+
+// intern makes the strings that many instances share (service, address,
+// version, zone, protocol, status and the common health outputs) one copy
+// each: the registry view is most of a replica's memory per instance.
+func intern(in *meridian.Instance) {
+	in.Service = unique.Make(in.Service).Value()
+	in.Address = unique.Make(in.Address).Value()
+	in.Version = unique.Make(in.Version).Value()
+	in.Zone = unique.Make(in.Zone).Value()
+	in.Protocol = unique.Make(in.Protocol).Value()
+	in.Health.Status = unique.Make(in.Health.Status).Value()
+	in.Health.Output = unique.Make(in.Health.Output).Value()
+	for i, t := range in.Tags {
+		in.Tags[i] = unique.Make(t).Value()
 	}
 }
 
