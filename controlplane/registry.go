@@ -25,10 +25,10 @@ import (
 //   - registry: "service/id" → Instance. Every registration and every health
 //     transition is a revision here, so its change stream is the registry's
 //     watch and its revisions are watch indexes.
-//   - leases: "service/id" → empty, written with the instance's TTL by
-//     heartbeats (at most every TTL/2: see Heartbeat). The store expires the key by itself, so a lease outlives any
-//     one control-plane replica; heartbeats never touch the registry bucket
-//     and so never wake watchers.
+//   - leases: "service/id" → the lease's deadline, written by heartbeats
+//     (see lease.go). It lives in the store, so a lease outlives any one
+//     control-plane replica; heartbeats never touch the registry bucket and
+//     so never wake watchers.
 //   - members: "replica-id" with a short TTL, refreshed by every live
 //     replica. Health checks and lease reaping for an instance are done by
 //     the one member that rendezvous hashing picks, so N replicas share the
@@ -54,7 +54,8 @@ type Registry struct {
 
 	mu       sync.RWMutex
 	services map[string]*serviceState
-	leases   map[string]int64 // live lease keys → when last written (unix ns)
+	leases   map[string]int64 // live lease keys → deadline (unix ns; 0 when unknown)
+	beats    map[string]int64 // heartbeats not yet written to the store → when received
 	members  []string         // sorted live replica ids
 }
 
@@ -68,6 +69,7 @@ func newRegistry(cfg registryConfig) *Registry {
 		cfg: cfg, log: cfg.log,
 		services: map[string]*serviceState{},
 		leases:   map[string]int64{},
+		beats:    map[string]int64{},
 	}
 	r.mirror = newMirror(cfg.reg, "registry", cfg.log, r.applyInstance)
 	r.leaseM = newMirror(cfg.leases, "leases", cfg.log, r.applyLease)
@@ -186,19 +188,6 @@ func intern(in *meridian.Instance) {
 	}
 }
 
-func (r *Registry) applyLease(e store.Entry) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e.Op == store.OpPut {
-		// The earlier of the store's stamp and our receipt: never later
-		// than the write, whatever the clocks, so Heartbeat errs towards
-		// writing again.
-		r.leases[e.Key] = min(e.Time.UnixNano(), time.Now().UnixNano())
-	} else {
-		delete(r.leases, e.Key)
-	}
-}
-
 func (r *Registry) applyMember(e store.Entry) {
 	r.mu.Lock()
 	i, found := slices.BinarySearch(r.members, e.Key)
@@ -260,54 +249,6 @@ func (r *Registry) heartbeatMembership(ctx context.Context) error {
 	}
 }
 
-// reapInterval is how often owned instances are compared with live leases;
-// it is what detection adds to the TTL at most.
-const reapInterval = 250 * time.Millisecond
-
-// reap removes the instances whose lease has expired.
-func (r *Registry) reap(ctx context.Context) error {
-	t := time.NewTicker(reapInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil
-		}
-		if !r.ready() {
-			continue
-		}
-		for _, in := range r.expiredCandidates() {
-			k := key(in.Service, in.ID)
-			// The local view of leases can lag the registry's (two watches);
-			// the store decides.
-			if _, err := r.cfg.leases.Get(ctx, k); !errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if _, err := r.cfg.reg.Delete(ctx, k, in.Revision); err == nil {
-				r.log.Info("lease expired; instance removed", "service", in.Service, "id", in.ID, "ttl", in.TTL.String())
-			} else if !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
-				r.log.Warn("could not remove expired instance", "service", in.Service, "id", in.ID, "err", err)
-			}
-		}
-	}
-}
-
-func (r *Registry) expiredCandidates() []*meridian.Instance {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	var out []*meridian.Instance
-	for _, s := range r.services {
-		for id, in := range s.instances {
-			k := key(in.Service, id)
-			if _, ok := r.leases[k]; !ok && in.TTL > 0 && r.ownsLocked(k) {
-				out = append(out, in)
-			}
-		}
-	}
-	return out
-}
-
 // setHealth records a health transition found by a probe.
 func (r *Registry) setHealth(ctx context.Context, service, id string, h meridian.Health) {
 	k := key(service, id)
@@ -346,7 +287,7 @@ func (r *Registry) Register(ctx context.Context, in meridian.Instance) (*meridia
 	k := key(in.Service, in.ID)
 	if ttl := in.TTL.D(); ttl > 0 {
 		// The lease first: an instance is never visible without one.
-		if _, err := r.cfg.leases.PutTTL(ctx, k, nil, ttl); err != nil {
+		if err := r.writeLease(ctx, k, time.Now().UnixNano(), ttl); err != nil {
 			return nil, storeError(err)
 		}
 	}
@@ -409,52 +350,6 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) (uint64, 
 	defer cancel()
 	_ = r.mirror.waitFor(wctx, rev)
 	return rev, nil
-}
-
-// Heartbeat renews an instance's lease.
-//
-// A lease written less than TTL/2 ago is not written again: it still has
-// more than TTL/2 to run, and any heartbeat interval shorter than the TTL
-// brings the next heartbeat before it runs out (one that skips a write
-// comes less than TTL/2 after the last write, so the next one is due before
-// the lease ends). With the SDK's TTL/3 interval this halves the store
-// writes and the watch traffic they cause.
-func (r *Registry) Heartbeat(ctx context.Context, service, id string) error {
-	k := key(service, id)
-	now := time.Now().UnixNano()
-	r.mu.RLock()
-	var ttl time.Duration
-	var known bool
-	if s := r.services[service]; s != nil {
-		if in := s.instances[id]; in != nil {
-			ttl, known = in.TTL.D(), true
-		}
-	}
-	written, leased := r.leases[k]
-	r.mu.RUnlock()
-	if !known {
-		// Registered a moment ago on another replica, perhaps: ask the store.
-		e, err := r.cfg.reg.Get(ctx, k)
-		if errors.Is(err, store.ErrNotFound) {
-			return notFound("instance %s of service %s is not registered (its lease expired or it was deregistered): register it again", id, service)
-		}
-		if err != nil {
-			return storeError(err)
-		}
-		var in meridian.Instance
-		if err := json.Unmarshal(e.Value, &in); err != nil {
-			return storeError(err)
-		}
-		ttl = in.TTL.D()
-	}
-	if ttl == 0 {
-		return meridian.Errorf(meridian.CodeInvalid, "instance %s of service %s was registered without a ttl, so it has no lease to renew", id, service)
-	}
-	if leased && time.Duration(now-written) < ttl/2 {
-		return nil
-	}
-	_, err := r.cfg.leases.PutTTL(ctx, k, nil, ttl)
-	return storeError(err)
 }
 
 // Instances lists a service's instances sorted by id, and the service's index.

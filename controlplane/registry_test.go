@@ -534,3 +534,31 @@ func get(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestLeaseRunsTTLAfterTheLastHeartbeat checks the lease contract where the
+// registry does not write every heartbeat: an instance that stops right
+// after a heartbeat that was only noted still gets its full TTL from it.
+func TestLeaseRunsTTLAfterTheLastHeartbeat(t *testing.T) {
+	c, _ := startOne(t)
+	ctx := context.Background()
+	const ttl = 6 * time.Second
+	if _, err := c.Admin.Register(ctx, &meridian.Instance{Service: "lease", ID: "l1", Address: "127.0.0.1", Port: 1, TTL: meridian.Duration(ttl)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(ttl / 3)
+	if err := c.Admin.Heartbeat(ctx, "lease", "l1"); err != nil { // 2/3 of the lease left: noted, not written
+		t.Fatal(err)
+	}
+	last := time.Now()
+	time.Sleep(time.Until(last.Add(ttl - time.Second)))
+	if _, err := c.Admin.Instance(ctx, "lease", "l1"); err != nil {
+		t.Fatalf("%s after its last heartbeat (TTL %s) the instance is gone: %v", time.Since(last).Round(time.Millisecond), ttl, err)
+	}
+	eventually(t, 10*time.Second, "the instance to expire", func() bool {
+		_, err := c.Admin.Instance(ctx, "lease", "l1")
+		return meridian.IsCode(err, meridian.CodeNotFound)
+	})
+	if gone := time.Since(last); gone < ttl {
+		t.Fatalf("removed %s after its last heartbeat, before its TTL of %s", gone, ttl)
+	}
+}
