@@ -148,9 +148,9 @@ const (
 type InstanceEvent struct {
 	Type     EventType `json:"type"`
 	Index    uint64    `json:"index"`
-	Service  string    `json:"service"`
-	ID       string    `json:"id"`
-	Instance *Instance `json:"instance,omitempty"` // nil on delete
+	Service  string    `json:"service,omitempty"`  // empty on sync
+	ID       string    `json:"id,omitempty"`       // empty on sync
+	Instance *Instance `json:"instance,omitempty"` // nil on delete and sync
 	Reason   string    `json:"reason,omitempty"`   // on delete: deregistered, lease expired
 }
 
