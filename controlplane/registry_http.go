@@ -58,6 +58,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.log.InfoContext(r.Context(), "instance registered", "service", service, "id", id, "addr", out.HostPort(), "by", principal(r.Context()).Name, "revision", out.Revision)
 	setIndex(w, out.Revision)
 	writeJSON(w, http.StatusOK, out)
 }
@@ -75,6 +76,7 @@ func (s *Server) handleDeregister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.log.InfoContext(r.Context(), "instance deregistered", "service", service, "id", id, "by", principal(r.Context()).Name, "revision", rev)
 	setIndex(w, rev)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -31,6 +31,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.log.InfoContext(r.Context(), "token created", "name", tok.Name, "role", tok.Role, "service", tok.Service, "by", tok.CreatedBy)
 	writeJSON(w, http.StatusCreated, struct {
 		*meridian.Token
 		Secret string `json:"secret"`
@@ -59,6 +60,7 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.log.InfoContext(r.Context(), "token revoked", "name", r.PathValue("name"), "by", principal(r.Context()).Name)
 	w.WriteHeader(http.StatusNoContent)
 }
 
