@@ -132,6 +132,15 @@ type Request struct {
 	// Avoid is an endpoint not to return while another exists, typically
 	// the one the previous attempt of a retry failed on. Nil avoids none.
 	Avoid *Endpoint
+	// AvoidIDs names, by instance ID, more endpoints not to return while
+	// one outside them and Avoid exists: typically every endpoint earlier
+	// tries of the request failed on (resilience.Attempt.Failed, passed as
+	// is, so the pick allocates nothing). When all endpoints are avoided,
+	// those in AvoidIDs are still preferred to Avoid, so a request that
+	// failed everywhere goes back to the endpoint that failed longest ago
+	// rather than to the one that just did. Meant for a handful of IDs:
+	// each candidate is compared with each of them.
+	AvoidIDs []string
 }
 
 // Picked is the result of a successful Pick. Call Done exactly once when
@@ -289,7 +298,8 @@ func (b *Balancer) Service() string { return b.service }
 // while another is available; when all are ejected Pick fails open and
 // returns one of them (the outlier detector bounds the ejected share, so
 // this means the detector's view is stale, not that the service is down).
-// req.Avoid is never returned while any other endpoint exists. The only
+// req.Avoid is never returned while any other endpoint exists, nor an
+// endpoint named in req.AvoidIDs while one not named exists. The only
 // error is ErrNoEndpoints (wrapped, naming the service) when the service
 // has no endpoint at all.
 func (b *Balancer) Pick(req Request) (Picked, error) {
@@ -365,7 +375,7 @@ func (b *Balancer) Update(snap *discovery.Snapshot) {
 			e = &Endpoint{id: in.ID, env: b.env}
 			e.ewma.Store(packEWMA(initial, now))
 		}
-		e.inst.Store(in)
+		e.setInstance(in)
 		set[in.ID] = e
 		eps = append(eps, e)
 	}

@@ -249,6 +249,56 @@ func TestAvoidNeverReturnsTheAvoidedEndpointWhileAnotherExists(t *testing.T) {
 	}
 }
 
+// AvoidIDs (the endpoints earlier tries of a request failed on) are not
+// returned while another endpoint exists, ejected or not; when all have
+// failed, Avoid (the one that failed last) still comes after them.
+func TestAvoidIDsAreReturnedOnlyWhenEveryOtherFailed(t *testing.T) {
+	for _, pc := range allPolicies {
+		t.Run(pc.name, func(t *testing.T) {
+			b := newBalancer(t, pc.cfg, zoned(numbered(5))...)
+			eps := b.Endpoints()
+			failed := []string{eps[0].ID(), eps[2].ID(), eps[3].ID()}
+			for i := range 300 {
+				got := pickDone(t, b, Request{AvoidIDs: failed, Avoid: eps[4], Hash: uint64(i)})
+				if got != eps[1].ID() {
+					t.Fatalf("pick %d: got %s, want the only endpoint that has not failed, %s", i, got, eps[1].ID())
+				}
+			}
+			eps[1].SetEjected(true)
+			defer eps[1].SetEjected(false)
+			for i := range 300 {
+				if got := pickDone(t, b, Request{AvoidIDs: failed, Avoid: eps[4], Hash: uint64(i)}); got != eps[1].ID() {
+					t.Fatalf("pick %d: got %s, want the ejected %s over the failed ones", i, got, eps[1].ID())
+				}
+			}
+			all := []string{eps[0].ID(), eps[1].ID(), eps[2].ID(), eps[3].ID()}
+			for i := range 300 {
+				if got := pickDone(t, b, Request{AvoidIDs: all, Avoid: eps[4], Hash: uint64(i)}); got == eps[4].ID() {
+					t.Fatalf("pick %d: returned Avoid while endpoints that failed earlier exist", i)
+				}
+			}
+		})
+	}
+}
+
+// Addr is the instance's host:port, following a changed record.
+func TestEndpointAddrFollowsTheInstance(t *testing.T) {
+	b := newBalancer(t, Config{}, inst("1", "", 0))
+	e := endpoint(t, b, "1")
+	if got := e.Addr(); got != "10.0.0.1:8080" {
+		t.Fatalf("Addr = %q", got)
+	}
+	moved := inst("1", "", 0)
+	moved.Port = 9090
+	b.Update(snapshot(moved))
+	if got := e.Addr(); got != "10.0.0.1:9090" || e.Instance() != moved {
+		t.Fatalf("after a move: Addr = %q, Instance = %+v", got, e.Instance())
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = e.Addr() }); n != 0 {
+		t.Fatalf("Addr allocates %v times", n)
+	}
+}
+
 // Ejected endpoints get no requests while others are available; when all
 // are ejected every policy fails open and still spreads requests.
 func TestEjectedEndpointsAreSkippedAndAllEjectedFailsOpen(t *testing.T) {
@@ -361,11 +411,12 @@ func TestPickAndDoneAllocateNothing(t *testing.T) {
 		t.Run(pc.name, func(t *testing.T) {
 			b := newBalancer(t, pc.cfg, zoned(numbered(10))...)
 			avoid := b.Endpoints()[3]
+			failed := []string{b.Endpoints()[5].ID(), b.Endpoints()[6].ID()}
 			b.Endpoints()[4].SetEjected(true)
 			var h uint64
 			n := testing.AllocsPerRun(1000, func() {
 				h++
-				p, err := b.Pick(Request{Hash: h, Avoid: avoid})
+				p, err := b.Pick(Request{Hash: h, Avoid: avoid, AvoidIDs: failed})
 				if err != nil {
 					panic(err)
 				}

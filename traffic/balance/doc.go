@@ -94,7 +94,9 @@
 // than that every instance is bad, and refusing all traffic would turn a
 // detection error into an outage. Request.Avoid (the endpoint a retry just
 // failed on) is never returned while any other endpoint exists, ejected or
-// not; with zone preference the other zones count.
+// not; with zone preference the other zones count. Request.AvoidIDs widens
+// that to every endpoint earlier tries failed on, by ID: they are returned
+// only when every other endpoint has failed too, and still before Avoid.
 //
 // # Concurrency
 //

@@ -22,7 +22,7 @@ type Endpoint struct {
 	// Read by every pick that considers the endpoint, written rarely.
 	id      string
 	env     *env
-	inst    atomic.Pointer[meridian.Instance]
+	rec     atomic.Pointer[record]
 	ejected atomic.Bool
 	_       [64 - 40]byte // the counters below start a cache line
 
@@ -42,9 +42,28 @@ type Endpoint struct {
 // ID is the instance ID, fixed for the Endpoint's life.
 func (e *Endpoint) ID() string { return e.id }
 
+// record is an instance record and what is derived from it once.
+type record struct {
+	inst *meridian.Instance
+	addr string // inst.HostPort()
+}
+
 // Instance is the endpoint's latest instance record (a newer snapshot may
 // carry a changed weight, zone, tags or health). It must not be modified.
-func (e *Endpoint) Instance() *meridian.Instance { return e.inst.Load() }
+func (e *Endpoint) Instance() *meridian.Instance { return e.rec.Load().inst }
+
+// Addr is the latest instance record's dialable address, host:port
+// (Instance().HostPort()), computed once per record, so a caller that
+// sends a request per pick does not build a string per request.
+func (e *Endpoint) Addr() string { return e.rec.Load().addr }
+
+// setInstance makes in the endpoint's record, unless it already is.
+func (e *Endpoint) setInstance(in *meridian.Instance) {
+	if r := e.rec.Load(); r != nil && r.inst == in {
+		return
+	}
+	e.rec.Store(&record{inst: in, addr: in.HostPort()})
+}
 
 // InFlight is the number of requests picked for the endpoint whose Done
 // has not been called yet.
@@ -212,13 +231,16 @@ func (v *env) nanotime() int64 {
 	return int64(v.now().Sub(v.epoch))
 }
 
-// rank orders candidates for a pick: 0 available, 1 ejected, 2 the
-// endpoint the request asks to avoid. Balancers return the lowest rank they
-// find, so an ejected endpoint is used only when no available one exists
-// (fail open) and the avoided one only when it is the only endpoint.
-func rank(e, avoid *Endpoint) int {
+// rank orders candidates for a pick: 0 available, 1 ejected, 2 named in
+// req.AvoidIDs, 3 req.Avoid. Balancers return the lowest rank they find,
+// so an ejected endpoint is used only when no available one exists (fail
+// open), one that failed this request earlier only when every other has
+// too, and req.Avoid only when it is the only endpoint.
+func rank(e *Endpoint, req *Request) int {
 	switch {
-	case e == avoid:
+	case e == req.Avoid:
+		return 3
+	case len(req.AvoidIDs) > 0 && slices.Contains(req.AvoidIDs, e.id):
 		return 2
 	case e.ejected.Load():
 		return 1
@@ -226,11 +248,14 @@ func rank(e, avoid *Endpoint) int {
 	return 0
 }
 
+// rankNone is above every rank: the start of a search for the lowest.
+const rankNone = 4
+
 // scan returns the lowest-ranked endpoint, looking from start onward and
 // wrapping; it is the fallback when a balancer's own choice is unusable.
-func scan(eps []*Endpoint, avoid *Endpoint, start int) (*Endpoint, int) {
+func scan(eps []*Endpoint, req *Request, start int) (*Endpoint, int) {
 	var best *Endpoint
-	bestRank := 3
+	bestRank := rankNone
 	n := len(eps)
 	for k := range n {
 		i := start + k
@@ -238,7 +263,7 @@ func scan(eps []*Endpoint, avoid *Endpoint, start int) (*Endpoint, int) {
 			i -= n
 		}
 		e := eps[i]
-		r := rank(e, avoid)
+		r := rank(e, req)
 		if r == 0 {
 			return e, 0
 		}

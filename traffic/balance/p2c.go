@@ -44,7 +44,7 @@ func (p *p2c) choose(req Request, now int64) (*Endpoint, *group, int) {
 	n := uint64(len(p.eps))
 	if n == 1 {
 		e := p.eps[0]
-		return e, p.g, rank(e, req.Avoid)
+		return e, p.g, rank(e, &req)
 	}
 	for range 2 {
 		// Two distinct indices from one random word (Lemire's
@@ -56,7 +56,7 @@ func (p *p2c) choose(req Request, now int64) (*Endpoint, *group, int) {
 			j++
 		}
 		a, b := p.eps[i], p.eps[j]
-		ra, rb := rank(a, req.Avoid), rank(b, req.Avoid)
+		ra, rb := rank(a, &req), rank(b, &req)
 		switch {
 		case ra == 0 && rb == 0:
 			if p.cost(j, now) < p.cost(i, now) {
@@ -69,6 +69,6 @@ func (p *p2c) choose(req Request, now int64) (*Endpoint, *group, int) {
 			return b, p.g, 0
 		}
 	}
-	e, rk := scan(p.eps, req.Avoid, rand.IntN(int(n)))
+	e, rk := scan(p.eps, &req, rand.IntN(int(n)))
 	return e, p.g, rk
 }

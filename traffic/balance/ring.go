@@ -146,7 +146,7 @@ func (r *ring) choose(req Request, _ int64) (*Endpoint, *group, int) {
 	var (
 		full     *Endpoint // the first available endpoint, at capacity
 		best     *Endpoint // the lowest-ranked unavailable one
-		bestRank = 3
+		bestRank = rankNone
 		n        = len(r.hashes)
 	)
 	for k := range n {
@@ -156,7 +156,7 @@ func (r *ring) choose(req Request, _ int64) (*Endpoint, *group, int) {
 		}
 		i := r.owner[pos]
 		e := r.eps[i]
-		switch rk := rank(e, req.Avoid); {
+		switch rk := rank(e, &req); {
 		case rk == 0:
 			if float64(e.inflight.Load()) < capacity*r.share[i] {
 				return e, r.g, 0

@@ -32,14 +32,14 @@ func newRoundRobin(eps []*Endpoint, g *group) *roundRobin {
 func (p *roundRobin) choose(req Request, _ int64) (*Endpoint, *group, int) {
 	n := uint64(len(p.eps))
 	for range min(n, maxProbes) {
-		if e := p.eps[p.next.Add(1)%n]; rank(e, req.Avoid) == 0 {
+		if e := p.eps[p.next.Add(1)%n]; rank(e, &req) == 0 {
 			return e, p.g, 0
 		}
 	}
 	// Mostly or all unusable: scan from a random start, which also spreads
 	// requests when all are ejected (probing advanced the counter by a
 	// fixed step, so its position would not).
-	e, r := scan(p.eps, req.Avoid, rand.IntN(len(p.eps)))
+	e, r := scan(p.eps, &req, rand.IntN(len(p.eps)))
 	return e, p.g, r
 }
 
@@ -143,11 +143,11 @@ func gcd(a, b int64) int64 {
 func (p *weightedRoundRobin) choose(req Request, _ int64) (*Endpoint, *group, int) {
 	n := uint64(len(p.seq))
 	for range min(n, maxProbes) {
-		if e := p.eps[p.seq[p.next.Add(1)%n]]; rank(e, req.Avoid) == 0 {
+		if e := p.eps[p.seq[p.next.Add(1)%n]]; rank(e, &req) == 0 {
 			return e, p.g, 0
 		}
 	}
 	// As in roundRobin; weights are not followed in this fallback.
-	e, r := scan(p.eps, req.Avoid, rand.IntN(len(p.eps)))
+	e, r := scan(p.eps, &req, rand.IntN(len(p.eps)))
 	return e, p.g, r
 }
