@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"sync/atomic"
 )
 
@@ -46,6 +47,9 @@ type Attempt struct {
 
 	body   attemptBody
 	handed bool
+
+	url      *url.URL // the current try's own URL (TryURL), nil before the first
+	firstURL url.URL  // the first try's, held here so that it costs no allocation
 }
 
 // attemptCtx carries an Attempt; it is a single allocation holding both
@@ -79,6 +83,29 @@ func AttemptFrom(ctx context.Context) *Attempt {
 	a, _ := ctx.Value(attemptKey{}).(*Attempt)
 	return a
 }
+
+// TryURL returns a copy of u that belongs to the current try alone, for
+// the retry layer to put in the request it makes for each try. Layers
+// below the retry layer may change that copy in place (the balancer stage
+// points its host at the endpoint it picked) where they would otherwise
+// have to copy the request and its URL; OwnsURL tells them whether a
+// request's URL is that copy. The first try's copy is held in the Attempt
+// and costs no allocation; each later try gets a fresh one, since the
+// transport may still be reading the previous try's request.
+func (a *Attempt) TryURL(u *url.URL) *url.URL {
+	if a.url == nil {
+		a.firstURL = *u
+		a.url = &a.firstURL
+	} else {
+		c := *u
+		a.url = &c
+	}
+	return a.url
+}
+
+// OwnsURL reports whether u is the current try's own URL (see TryURL), so
+// that a layer may change it in place.
+func (a *Attempt) OwnsURL(u *url.URL) bool { return u != nil && u == a.url }
 
 // Defer registers f to run once this try is over: when the caller closes
 // the body of the response that HandOff passed on, or when the retry layer

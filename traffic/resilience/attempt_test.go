@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -64,5 +65,30 @@ func TestChainOrder(t *testing.T) {
 	rt.RoundTrip(nil)
 	if strings.Join(trace, ",") != "a,b,transport" {
 		t.Fatalf("trace %v", trace)
+	}
+}
+
+// Each try gets its own URL: the first from inside the Attempt, at no
+// allocation, later ones fresh; the caller's is never the try's.
+func TestTryURLBelongsToTheTry(t *testing.T) {
+	orig, _ := url.Parse("http://orders/v1/orders/42?x=1")
+	_, a := NewAttempt(context.Background())
+	if a.OwnsURL(orig) || a.OwnsURL(nil) {
+		t.Fatal("owns a URL before the first try")
+	}
+	var first *url.URL
+	if n := testing.AllocsPerRun(10, func() { a.url = nil; first = a.TryURL(orig) }); n != 0 {
+		t.Fatalf("the first try's URL allocates %v times", n)
+	}
+	if first == orig || *first != *orig || !a.OwnsURL(first) || a.OwnsURL(orig) {
+		t.Fatalf("first try's URL %v (same pointer: %v)", first, first == orig)
+	}
+	first.Host = "10.0.0.1:8080"
+	second := a.TryURL(orig)
+	if second == first || second.Host != "orders" || !a.OwnsURL(second) || a.OwnsURL(first) {
+		t.Fatalf("second try's URL %v; owns first: %v", second, a.OwnsURL(first))
+	}
+	if first.Host != "10.0.0.1:8080" || orig.Host != "orders" {
+		t.Fatal("a later try changed an earlier try's URL or the caller's")
 	}
 }

@@ -125,8 +125,10 @@ type Options struct {
 //
 // Each try carries a resilience.Attempt in its context: number, the
 // endpoints that earlier tries failed on (the balancer's avoid list) and
-// the last failure. Without a per-try timeout the layer allocates twice
-// per request (the Attempt and the request copy).
+// the last failure; and its own copy of the URL (Attempt.TryURL), which
+// the balancer stage rewrites in place. Without a per-try timeout the
+// layer allocates twice per request (the Attempt and the request copy);
+// each retry adds its URL copy.
 func New(p Policy, budget *Budget, opts Options) (func(next http.RoundTripper) http.RoundTripper, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -168,6 +170,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			a.Defer(cancel)
 		}
 		try := req.WithContext(tryCtx)
+		try.URL = a.TryURL(req.URL)
 		if n > 1 && req.Body != nil && req.Body != http.NoBody {
 			body, err := req.GetBody()
 			if err != nil {

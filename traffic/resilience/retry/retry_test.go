@@ -319,3 +319,31 @@ func TestRetryAfterParse(t *testing.T) {
 		}
 	}
 }
+
+// Each try's request carries a URL of its own (Attempt.TryURL) that the
+// layers below may rewrite in place; the caller's URL never changes.
+func TestEachTryOwnsItsURL(t *testing.T) {
+	var hosts []string
+	next := resilience.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		a := resilience.AttemptFrom(req.Context())
+		if !a.OwnsURL(req.URL) {
+			t.Errorf("try %d: the request's URL is not the try's own", a.N)
+		}
+		hosts = append(hosts, req.URL.Host)
+		req.URL.Host = "10.0.0.9:8080" // as the balancer stage does
+		if a.N == 1 {
+			return status(503)(req)
+		}
+		return status(200)(req)
+	})
+	rt := newRT(t, Policy{}, nil, next, &noSleep{})
+	req, _ := http.NewRequest("GET", "http://orders/x", nil)
+	resp, err := rt.RoundTrip(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("RoundTrip = %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if strings.Join(hosts, ",") != "orders,orders" || req.URL.Host != "orders" {
+		t.Fatalf("tries saw hosts %v; the caller's URL host is now %q", hosts, req.URL.Host)
+	}
+}
