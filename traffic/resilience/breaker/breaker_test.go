@@ -1,7 +1,10 @@
 package breaker
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -185,5 +188,40 @@ func TestThrottleFollowsTheAcceptRatio(t *testing.T) {
 	r = 0.5
 	if _, err := th.Allow(); !errors.Is(err, ErrThrottled) {
 		t.Fatalf("r below p: %v", err)
+	}
+}
+
+// What the breaker counts as a failure: transport errors and overload or
+// gateway answers; not the caller's own cancel, nor a request a layer
+// below refused locally (it never reached the upstream).
+func TestDefaultClassify(t *testing.T) {
+	req, _ := http.NewRequest("GET", "http://up/", nil)
+	canceledCtx, cancel := context.WithCancel(context.Background())
+	cancel()
+	canceled := req.WithContext(canceledCtx)
+	for _, c := range []struct {
+		name   string
+		req    *http.Request
+		status int
+		err    error
+		failed bool
+	}{
+		{"200", req, 200, nil, false},
+		{"404", req, 404, nil, false},
+		{"429", req, 429, nil, true},
+		{"500", req, 500, nil, true},
+		{"503", req, 503, nil, true},
+		{"transport error", req, 0, errors.New("connection refused"), true},
+		{"per-try timeout", req, 0, context.DeadlineExceeded, true},
+		{"caller canceled", canceled, 0, context.Canceled, false},
+		{"refused below", req, 0, fmt.Errorf("bulkhead full: %w", resilience.ErrRejected), false},
+	} {
+		var resp *http.Response
+		if c.err == nil {
+			resp = &http.Response{StatusCode: c.status}
+		}
+		if got := DefaultClassify(c.req, resp, c.err); got != c.failed {
+			t.Errorf("%s: failed = %v, want %v", c.name, got, c.failed)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+
+	"github.com/meridian-platform/meridian/traffic/resilience"
 )
 
 // Admitter is what RoundTripper guards a request with: a *Breaker or a
@@ -23,9 +25,15 @@ type Classify func(req *http.Request, resp *http.Response, err error) (failed bo
 // DefaultClassify counts as failures transport errors (a per-try timeout
 // included) and the answers 429, 500, 502, 503 and 504. A request whose own
 // context the caller canceled is not the upstream's fault and counts as a
-// success; so does anything else the upstream answered, 4xx included.
+// success; so does a request a layer below refused locally
+// (resilience.ErrRejected: a rate limit, a full bulkhead), which never
+// reached the upstream, and anything else the upstream answered, 4xx
+// included.
 func DefaultClassify(req *http.Request, resp *http.Response, err error) bool {
 	if err != nil {
+		if errors.Is(err, resilience.ErrRejected) {
+			return false
+		}
 		return !errors.Is(err, context.Canceled) || req.Context().Err() == nil
 	}
 	switch resp.StatusCode {
