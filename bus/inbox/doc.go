@@ -1,0 +1,2 @@
+// Package inbox makes event consumers idempotent.
+package inbox
