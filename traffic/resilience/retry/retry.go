@@ -68,7 +68,10 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-func (p Policy) withDefaults() Policy {
+// WithDefaults returns p with the defaults of its zero fields filled in,
+// as New applies them; for callers that retry other protocols (gRPC) by
+// the same policy.
+func (p Policy) WithDefaults() Policy {
 	if p.MaxAttempts == 0 {
 		p.MaxAttempts = 3
 	}
@@ -133,7 +136,7 @@ func New(p Policy, budget *Budget, opts Options) (func(next http.RoundTripper) h
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	p = p.withDefaults()
+	p = p.WithDefaults()
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
