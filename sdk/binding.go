@@ -34,10 +34,11 @@ type ConfigSource interface {
 type BindOption func(*bindOptions)
 
 type bindOptions struct {
-	log     *slog.Logger
-	onError func(error)
-	base    time.Duration
-	max     time.Duration
+	log          *slog.Logger
+	onError      func(error)
+	base         time.Duration
+	max          time.Duration
+	allowMissing bool
 }
 
 // BindLogger sets the logger for rejected revisions and watch reconnects.
@@ -50,6 +51,13 @@ func BindLogger(l *slog.Logger) BindOption { return func(o *bindOptions) { o.log
 // deletion of the key (CodeNotFound). Count them in a metric or alert on
 // them; the binding keeps its last good value either way.
 func OnBindError(fn func(error)) BindOption { return func(o *bindOptions) { o.onError = fn } }
+
+// AllowMissing lets the key be absent: BindConfig then binds the zero T
+// (Revision 0) instead of failing, and applies the key's first revision
+// when it is written; a deletion of the key applies the zero T again
+// rather than being rejected. For optional config whose absence means
+// "the defaults", such as a resiliency spec.
+func AllowMissing() BindOption { return func(o *bindOptions) { o.allowMissing = true } }
 
 // BindBackoff sets the watch's reconnect backoff (see
 // discovery.WithBackoff). Defaults: 100ms and 10s.
@@ -91,7 +99,9 @@ type bound[T any] struct {
 // matched by yaml tag, else json tag; json.Unmarshaler types decode as
 // from JSON); text only into a string, or a type whose pointer implements
 // encoding.TextUnmarshaler. Each revision decodes into a fresh T, never on
-// top of the previous value.
+// top of the previous value. If *T has a method Validate() error, a
+// revision that decodes but does not validate is treated as one that does
+// not decode.
 //
 // BindConfig fails if the key cannot be read (the *meridian.Error from src,
 // CodeNotFound if it does not exist) or its latest revision does not decode
@@ -112,15 +122,20 @@ func BindConfig[T any](ctx context.Context, src ConfigSource, key string, onChan
 		o(&b.opts)
 	}
 	e, err := src.GetConfig(ctx, key, 0)
-	if err != nil {
+	switch {
+	case b.opts.allowMissing && (meridian.IsCode(err, meridian.CodeNotFound) || err == nil && e.Deleted):
+		// Watch from the start: the key's first revision arrives as a put.
+		e = &meridian.ConfigEntry{Key: key}
+	case err != nil:
 		return nil, fmt.Errorf("sdk: reading config %s: %w", key, err)
-	}
-	if e.Deleted {
+	case e.Deleted:
 		return nil, meridian.Errorf(meridian.CodeNotFound, "config key %s is deleted", key)
 	}
-	v, err := decodeEntry[T](e)
-	if err != nil {
-		return nil, err
+	var v T
+	if e.Revision > 0 {
+		if v, err = decodeEntry[T](e); err != nil {
+			return nil, err
+		}
 	}
 	b.cur.Store(&bound[T]{v: v, rev: e.Revision})
 	ctx, b.cancel = context.WithCancel(ctx)
@@ -169,6 +184,9 @@ func (b *Binding[T]) watch(ctx context.Context, src ConfigSource, after uint64) 
 				// Already seen before a reconnect.
 			case ev.Entry.Key != b.key:
 				// Another key under the same prefix.
+			case (ev.Type == meridian.EventDelete || ev.Entry.Deleted) && b.opts.allowMissing:
+				var zero T
+				b.set(index, zero)
 			case ev.Type == meridian.EventDelete || ev.Entry.Deleted:
 				b.reject(index, meridian.Errorf(meridian.CodeNotFound, "config key %s was deleted at revision %d; keeping revision %d", b.key, index, b.Revision()))
 			case ev.Type == meridian.EventPut:
@@ -206,6 +224,11 @@ func (b *Binding[T]) apply(rev uint64, e *meridian.ConfigEntry) {
 		b.reject(rev, err)
 		return
 	}
+	b.set(rev, v)
+}
+
+// set makes v, of revision rev, the bound value.
+func (b *Binding[T]) set(rev uint64, v T) {
 	old := b.cur.Swap(&bound[T]{v: v, rev: rev})
 	b.lastErr.Store(nil)
 	b.opts.log.Info("config applied", "key", b.key, "revision", rev)
@@ -233,6 +256,16 @@ func decodeEntry[T any](e *meridian.ConfigEntry) (T, error) {
 			Field:   e.Key,
 			Message: fmt.Sprintf("revision %d (%s) does not decode into %T", e.Revision, e.Format, v),
 			Err:     err,
+		}
+	}
+	if val, ok := any(&v).(interface{ Validate() error }); ok {
+		if err := val.Validate(); err != nil {
+			return v, &meridian.Error{
+				Code:    meridian.CodeInvalid,
+				Field:   e.Key,
+				Message: fmt.Sprintf("revision %d is not a valid %T", e.Revision, v),
+				Err:     err,
+			}
 		}
 	}
 	return v, nil

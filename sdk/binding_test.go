@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -366,5 +367,53 @@ func TestDecodeValue(t *testing.T) {
 				t.Fatalf("decode = %+v, %v; want %+v (error: %v)", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// checkedLimits validate themselves: BindConfig rejects a revision that
+// decodes but does not validate.
+type checkedLimits struct {
+	MaxItems int `json:"max_items"`
+}
+
+func (l *checkedLimits) Validate() error {
+	if l.MaxItems > 100 {
+		return meridian.FieldError("max_items", "%d is out of range 0-100", l.MaxItems)
+	}
+	return nil
+}
+
+// With AllowMissing an absent key binds the zero value, its first
+// revision applies when written, and its deletion brings back the zero
+// value; a revision failing Validate is rejected naming the key and the
+// field.
+func TestBindConfigAllowMissingAndValidate(t *testing.T) {
+	cp := cptest.Start(t)
+	c := cp.Client
+	const key = "meridian/resiliency/orders"
+	if _, err := BindConfig(context.Background(), c, key, func(_, _ checkedLimits) {}); !meridian.IsCode(err, meridian.CodeNotFound) {
+		t.Fatalf("without AllowMissing a missing key fails: %v", err)
+	}
+	rec := newRecorder[checkedLimits]()
+	b := bind(t, c, key, rec, AllowMissing())
+	if b.Get().MaxItems != 0 || b.Revision() != 0 || b.Err() != nil {
+		t.Fatalf("missing key: Get %+v, revision %d, Err %v", b.Get(), b.Revision(), b.Err())
+	}
+	first := putConfig(t, c, key, meridian.FormatYAML, "max_items: 5\n")
+	rec.wait(t)
+	if b.Get().MaxItems != 5 || b.Revision() != first {
+		t.Fatalf("first revision: Get %+v at %d, want 5 at %d", b.Get(), b.Revision(), first)
+	}
+	putConfig(t, c, key, meridian.FormatJSON, `{"max_items": 500}`)
+	rec.wait(t)
+	err := rec.lastErr()
+	if b.Get().MaxItems != 5 || !meridian.IsCode(err, meridian.CodeInvalid) ||
+		!strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "max_items: 500 is out of range 0-100") {
+		t.Fatalf("an invalid revision: Get %+v, reported %v", b.Get(), err)
+	}
+	del := deleteConfig(t, c, key)
+	rec.wait(t)
+	if b.Get().MaxItems != 0 || b.Revision() != del || b.Err() != nil {
+		t.Fatalf("after deletion: Get %+v at %d (Err %v), want the zero value at %d", b.Get(), b.Revision(), b.Err(), del)
 	}
 }
