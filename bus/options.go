@@ -103,10 +103,12 @@ func (c TopicConfig) WithDefaults() TopicConfig {
 		c.MaxAge = DefaultMaxAge
 	}
 	if c.DedupWindow == 0 {
+		// The default window shrinks to fit a short MaxAge; a window
+		// asked for does not (Validate refuses it).
 		c.DedupWindow = DefaultDedupWindow
-	}
-	if c.MaxAge > 0 && c.DedupWindow > c.MaxAge {
-		c.DedupWindow = c.MaxAge
+		if c.MaxAge > 0 && c.DedupWindow > c.MaxAge {
+			c.DedupWindow = c.MaxAge
+		}
 	}
 	return c
 }
