@@ -30,8 +30,8 @@
 // A layer's policy is found in order: the target's name for it, else
 // default's, else the built-in (Builtin); the name "none" turns the layer
 // off for that upstream. Built in: retries with 3 attempts under a retry
-// budget, a consecutive-failure circuit breaker, outlier detection and
-// the peak-EWMA balancer, each with its package's defaults; no timeout,
+// budget, an error-rate circuit breaker, outlier detection and the
+// peak-EWMA balancer, each with its package's defaults; no timeout,
 // throttle, bulkhead or rate limit.
 //
 // # Decoding and validation
@@ -206,13 +206,20 @@ type Resolved struct {
 
 // Builtin is what applies where neither a target nor Default names a
 // policy: retries (3 attempts, retry.Policy's and retry.BudgetConfig's
-// defaults), a breaker (breaker.Config's defaults: 5 consecutive
-// failures), outlier detection (outlier.Config's defaults) and peak EWMA;
-// no timeout, throttle, bulkhead or rate limit.
+// defaults), a breaker in error-rate mode (breaker.Config's defaults:
+// open when at least half of at least 20 tries in 10s failed), outlier
+// detection (outlier.Config's defaults) and peak EWMA; no timeout,
+// throttle, bulkhead or rate limit.
+//
+// The breaker judges by rate rather than by consecutive failures because
+// it guards a whole upstream: when one instance of several dies, the
+// requests in flight to it fail together, and a run of them must not
+// cut off the instances that still serve. Outlier detection takes the
+// dead instance out; the breaker opens when the upstream as a whole fails.
 func Builtin() Resolved {
 	return Resolved{
 		Retry:           &Retry{Policy: retry.Policy{MaxAttempts: 3}},
-		CircuitBreaker:  &breaker.Config{},
+		CircuitBreaker:  &breaker.Config{Mode: breaker.ModeErrorRate},
 		Balancer:        Balancer{Policy: balance.DefaultPolicy},
 		OutlierDetector: &outlier.Config{},
 	}

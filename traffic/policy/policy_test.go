@@ -70,7 +70,7 @@ func TestParseAndResolve(t *testing.T) {
 	if o := carts.OutlierDetector; o == nil || o.ConsecutiveGatewayFailure != 2 {
 		t.Errorf("carts outlier %+v", o)
 	}
-	if carts.CircuitBreaker == nil || *carts.CircuitBreaker != (breaker.Config{}) || carts.Throttle != nil || carts.Bulkhead != nil || carts.RateLimit != nil {
+	if carts.CircuitBreaker == nil || *carts.CircuitBreaker != (breaker.Config{Mode: breaker.ModeErrorRate}) || carts.Throttle != nil || carts.Bulkhead != nil || carts.RateLimit != nil {
 		t.Errorf("carts should have the built-in breaker and no throttle, bulkhead or limit: %+v", carts)
 	}
 
