@@ -1,13 +1,10 @@
 package shed
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/internal/loadtest"
 	"github.com/meridian-platform/meridian/internal/problem"
 )
 
@@ -125,110 +123,41 @@ func TestOverloadKeepsServingCapacity(t *testing.T) {
 		run      = 3 * time.Second
 		warmup   = 500 * time.Millisecond
 	)
-	sem := make(chan struct{}, C)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case sem <- struct{}{}:
-		case <-r.Context().Done():
-			return
-		}
-		time.Sleep(S)
-		<-sem
-		io.WriteString(w, "ok")
-	})
 	var shedCount int
 	var shedMu sync.Mutex
 	s, err := New(Config{}, Options{OnShed: func() { shedMu.Lock(); shedCount++; shedMu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Middleware(s)(handler))
+	srv := httptest.NewServer(Middleware(s)(loadtest.Capacity(C, S)))
 	defer srv.Close()
 	tr := &http.Transport{MaxIdleConnsPerHost: 1000, MaxConnsPerHost: 0}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 
-	type result struct {
-		at      time.Duration
-		code    int
-		latency time.Duration
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		wg      sync.WaitGroup
-	)
-	start := time.Now()
-	interval := time.Second / time.Duration(rate)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), run)
-	defer cancel()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-tick.C:
-		}
-		wg.Go(func() {
-			t0 := time.Now()
-			resp, err := client.Get(srv.URL)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			mu.Lock()
-			results = append(results, result{at: t0.Sub(start), code: resp.StatusCode, latency: time.Since(t0)})
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-
-	var ok, shed, other int
-	var lat []time.Duration
-	for _, r := range results {
-		switch r.code {
-		case 200:
-			ok++
-			if r.at >= warmup {
-				lat = append(lat, r.latency)
-			}
-		case 503:
-			shed++
-		default:
-			other++
-		}
-	}
-	slices.Sort(lat)
-	p99 := time.Duration(0)
-	if len(lat) > 0 {
-		p99 = lat[len(lat)*99/100]
-	}
-	throughput := float64(ok) / elapsed.Seconds()
+	results, elapsed := loadtest.OpenLoop(rate, run, loadtest.Get(client, srv.URL))
+	sum := loadtest.Summarize(results, elapsed, warmup)
 	t.Logf("offered %d in %v: %d served (%.0f/s, capacity %.0f/s), %d shed, p99 after warm-up %v, final %+v",
-		len(results), elapsed.Round(time.Millisecond), ok, throughput, capacity, shed, p99, s.Stats())
-	if other != 0 {
-		t.Fatalf("%d answers neither 200 nor 503", other)
+		sum.Sent, elapsed.Round(time.Millisecond), sum.OK, sum.Throughput, capacity, sum.Shed, sum.P99, s.Stats())
+	if sum.Other != 0 {
+		t.Fatalf("%d answers neither 200 nor 503", sum.Other)
 	}
 	// Serves about its capacity: no collapse (generous bounds: a loaded
 	// CI machine under -race).
-	if throughput < 0.5*capacity {
-		t.Fatalf("served %.0f/s, under half the capacity of %.0f/s", throughput, capacity)
+	if sum.Throughput < 0.5*capacity {
+		t.Fatalf("served %.0f/s, under half the capacity of %.0f/s", sum.Throughput, capacity)
 	}
 	// Sheds the excess: a third is served, so about two thirds should be
 	// shed; ask for a quarter.
-	if shed < len(results)/4 {
-		t.Fatalf("shed %d of %d: the excess was queued, not shed", shed, len(results))
+	if sum.Shed < sum.Sent/4 {
+		t.Fatalf("shed %d of %d: the excess was queued, not shed", sum.Shed, sum.Sent)
 	}
 	// Bounded latency: without shedding the queue grows by 160 requests a
 	// second, and latency by 2s a second.
-	if p99 > 10*S {
-		t.Fatalf("p99 latency of served requests %v, over 10× the service time", p99)
+	if sum.P99 > 10*S {
+		t.Fatalf("p99 latency of served requests %v, over 10× the service time", sum.P99)
 	}
+	shed := sum.Shed
 	shedMu.Lock()
 	defer shedMu.Unlock()
 	if shedCount != shed {
