@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/traffic/policy"
+	"github.com/meridian-platform/meridian/traffic/resilience/shed"
 )
 
 // Config declares a service instance. Zero values take the defaults named
@@ -79,6 +81,38 @@ type Config struct {
 	// closed. Default 30s.
 	ShutdownTimeout time.Duration
 
+	// Shed is the adaptive load shedding of the server Run starts
+	// (package traffic/resilience/shed: Kratos' BBR and go-zero's
+	// shedder): when requests in flight exceed what the server has shown
+	// it can carry and latency says it is queueing, the requests beyond
+	// capacity are answered at once with 503, problem+json and
+	// Retry-After, instead of queueing until every request is slow. On by
+	// default with shed.Config's defaults (5s window, latency factor 2,
+	// Retry-After 1s); NoShed turns it off. /healthz and /readyz are
+	// never shed.
+	Shed   shed.Config
+	NoShed bool
+	// MaxDeadline caps the deadline a caller may ask for in the
+	// Meridian-Timeout header, which Run's server turns into the request
+	// context's deadline (package deadline; gRPC's grpc-timeout needs
+	// nothing), and is the deadline of requests without one. Default 0: no
+	// cap, and no deadline for requests without the header. NoDeadline
+	// stops Run from reading the header.
+	MaxDeadline time.Duration
+	NoDeadline  bool
+
+	// ResiliencyKey is the config key of the resiliency spec (package
+	// traffic/policy) that governs this service's calls to others through
+	// HTTPClient and GRPCClient. Default policy.Key(Name),
+	// "meridian/resiliency/<Name>". While the key is absent the built-in
+	// policies apply; Run follows its revisions and applies each valid
+	// one without dropping requests (an invalid one is logged and the
+	// last good spec stays). NoResiliencySpec leaves the key alone: the
+	// built-in policies apply, or what the program gives
+	// Outbound().Apply.
+	ResiliencyKey    string
+	NoResiliencySpec bool
+
 	// Logger receives the lifecycle's logs (registration, lost leases,
 	// control-plane outages, shutdown). Default: discard.
 	Logger *slog.Logger
@@ -118,6 +152,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ResiliencyKey == "" && cfg.Name != "" {
+		cfg.ResiliencyKey = policy.Key(cfg.Name)
+	}
 	return cfg
 }
 
@@ -138,6 +175,23 @@ func (cfg Config) validate() error {
 	}
 	if cfg.ShutdownTimeout < 0 {
 		return meridian.FieldError("ShutdownTimeout", "%s is negative", cfg.ShutdownTimeout)
+	}
+	if cfg.MaxDeadline < 0 {
+		return meridian.FieldError("MaxDeadline", "%s is negative", cfg.MaxDeadline)
+	}
+	if err := cfg.Shed.Validate(); err != nil {
+		var me *meridian.Error
+		if errors.As(err, &me) {
+			c := *me
+			c.Field = "Shed." + c.Field
+			return &c
+		}
+		return err
+	}
+	if !cfg.NoResiliencySpec {
+		if err := meridian.ValidateConfigKey("ResiliencyKey", cfg.ResiliencyKey); err != nil {
+			return err
+		}
 	}
 	trial := cfg.instance("127.0.0.1", 1)
 	if trial.ID == "" {
@@ -216,6 +270,9 @@ const (
 	EnvCheck           = "MERIDIAN_CHECK"            // "http" (default: GET /readyz) or "none" (NoCheck)
 	EnvDrainDelay      = "MERIDIAN_DRAIN_DELAY"      // DrainDelay, a Go duration; "0s" for none
 	EnvShutdownTimeout = "MERIDIAN_SHUTDOWN_TIMEOUT" // ShutdownTimeout, a Go duration
+	EnvShed            = "MERIDIAN_SHED"             // "on" (default) or "off" (NoShed)
+	EnvMaxDeadline     = "MERIDIAN_MAX_DEADLINE"     // MaxDeadline, a Go duration
+	EnvResiliencyKey   = "MERIDIAN_RESILIENCY_KEY"   // ResiliencyKey; "none" for NoResiliencySpec
 )
 
 // ConfigFromEnv reads a Config from environment variables through getenv
@@ -237,6 +294,9 @@ const (
 //	MERIDIAN_CHECK             NoCheck           "http" (default, GET /readyz) or "none"
 //	MERIDIAN_DRAIN_DELAY       DrainDelay        Go duration (default 2s; "0s" for none)
 //	MERIDIAN_SHUTDOWN_TIMEOUT  ShutdownTimeout   Go duration (default 30s)
+//	MERIDIAN_SHED              NoShed            "on" (default, adaptive load shedding) or "off"
+//	MERIDIAN_MAX_DEADLINE      MaxDeadline       Go duration (default none)
+//	MERIDIAN_RESILIENCY_KEY    ResiliencyKey     config key (default meridian/resiliency/<name>); "none" for NoResiliencySpec
 //
 // Malformed values are errors naming the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -271,6 +331,23 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if err := duration(EnvDrainDelay, &cfg.DrainDelay); err != nil {
 		return Config{}, err
+	}
+	if err := duration(EnvMaxDeadline, &cfg.MaxDeadline); err != nil {
+		return Config{}, err
+	}
+	switch v := get(EnvShed); v {
+	case "", "on":
+	case "off":
+		cfg.NoShed = true
+	default:
+		return Config{}, meridian.FieldError(EnvShed, "%q is not one of on, off", v)
+	}
+	switch v := get(EnvResiliencyKey); v {
+	case "":
+	case "none":
+		cfg.NoResiliencySpec = true
+	default:
+		cfg.ResiliencyKey = v
 	}
 	if get(EnvDrainDelay) != "" && cfg.DrainDelay == 0 {
 		cfg.DrainDelay = -1 // an explicit zero means no delay, not the default

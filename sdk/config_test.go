@@ -31,6 +31,9 @@ func TestNewValidation(t *testing.T) {
 		{"negative shutdown timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }, "ShutdownTimeout"},
 		{"bad control plane address", func(c *Config) { c.ControlPlane = "ftp://x" }, "ControlPlane"},
 		{"token with a newline", func(c *Config) { c.Token = "secret\n" }, "Token"},
+		{"negative max deadline", func(c *Config) { c.MaxDeadline = -time.Second }, "MaxDeadline"},
+		{"shed factor", func(c *Config) { c.Shed.LatencyFactor = 0.5 }, "Shed.latency_factor"},
+		{"resiliency key", func(c *Config) { c.ResiliencyKey = "a//b" }, "ResiliencyKey"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,7 +58,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	c := svc.cfg
 	if c.Listen != ":0" || c.ControlPlane != "127.0.0.1:7400" || c.TTL != 10*time.Second || c.Weight != 100 ||
-		c.DrainDelay != 2*time.Second || c.ShutdownTimeout != 30*time.Second || c.Logger == nil {
+		c.DrainDelay != 2*time.Second || c.ShutdownTimeout != 30*time.Second || c.Logger == nil ||
+		c.ResiliencyKey != "meridian/resiliency/orders" || c.NoShed || c.NoDeadline || c.MaxDeadline != 0 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if svc, _ := New(Config{Name: "orders", DrainDelay: -1}); svc.cfg.DrainDelay != 0 {
@@ -80,6 +84,9 @@ func TestConfigFromEnv(t *testing.T) {
 		"MERIDIAN_CHECK":            "none",
 		"MERIDIAN_DRAIN_DELAY":      "0s",
 		"MERIDIAN_SHUTDOWN_TIMEOUT": "1m",
+		"MERIDIAN_SHED":             "off",
+		"MERIDIAN_MAX_DEADLINE":     "30s",
+		"MERIDIAN_RESILIENCY_KEY":   "prod/orders/resiliency",
 	}
 	cfg, err := ConfigFromEnv(func(k string) string { return env[k] })
 	if err != nil {
@@ -89,11 +96,16 @@ func TestConfigFromEnv(t *testing.T) {
 		cfg.Version != "1.4.2" || cfg.Listen != ":8080" || cfg.AdvertiseAddr != "10.0.0.7" || cfg.TTL != 15*time.Second ||
 		cfg.Zone != "eu-west-1a" || !slices.Equal(cfg.Tags, []string{"primary", "canary"}) ||
 		cfg.Metadata["team"] != "checkout" || cfg.Metadata["tier"] != "1" || cfg.Weight != 50 || !cfg.NoCheck ||
-		cfg.DrainDelay >= 0 || cfg.ShutdownTimeout != time.Minute {
+		cfg.DrainDelay >= 0 || cfg.ShutdownTimeout != time.Minute || !cfg.NoShed || cfg.MaxDeadline != 30*time.Second ||
+		cfg.ResiliencyKey != "prod/orders/resiliency" {
 		t.Fatalf("ConfigFromEnv = %+v", cfg)
 	}
 	if _, err := New(cfg); err != nil {
 		t.Fatalf("New(from env) = %v", err)
+	}
+
+	if none, _ := ConfigFromEnv(func(k string) string { return map[string]string{EnvResiliencyKey: "none"}[k] }); !none.NoResiliencySpec {
+		t.Fatal(`MERIDIAN_RESILIENCY_KEY=none did not set NoResiliencySpec`)
 	}
 
 	empty, err := ConfigFromEnv(func(string) string { return "" })
@@ -108,6 +120,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{"MERIDIAN_WEIGHT", "heavy"},
 		{"MERIDIAN_METADATA", "team"},
 		{"MERIDIAN_CHECK", "grpc"},
+		{"MERIDIAN_SHED", "maybe"},
+		{"MERIDIAN_MAX_DEADLINE", "long"},
 	}
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {

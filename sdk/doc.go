@@ -14,6 +14,16 @@
 // The service's discovery cache (Service.Discovery, package
 // traffic/discovery) shares its control-plane client and runs with it.
 //
+// Other services are called by name: Service.HTTPClient sends
+// http://<service>/… to an instance of that service, and
+// Service.GRPCClient connects to meridian:///<service>, both through the
+// resiliency policies the service's spec in the config center names for
+// that upstream (meridian/resiliency/<name>, package traffic/policy;
+// built-in policies while there is none), reloaded without dropping
+// requests (package traffic/outbound). Run's server reads the caller's
+// deadline (Meridian-Timeout) and sheds load beyond capacity with 503
+// (Config.NoDeadline and Config.NoShed turn them off).
+//
 // BindConfig binds a config key of the config center to a Go type, keeping
 // it current as new revisions are written, and never replacing a good
 // value with one that does not decode.

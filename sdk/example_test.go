@@ -47,6 +47,31 @@ func ExampleNew() {
 	}
 }
 
+// A service calls another by name: the URL's host is the service, the
+// client finds an instance in the discovery cache and applies the
+// resiliency spec stored under meridian/resiliency/checkout.
+func ExampleService_HTTPClient() {
+	svc, err := sdk.New(sdk.Config{Name: "checkout", Token: os.Getenv("MERIDIAN_TOKEN")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /checkout/{cart}", func(w http.ResponseWriter, r *http.Request) {
+		// r.Context() carries the caller's deadline; it travels on.
+		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://orders/v1/carts/"+r.PathValue("cart"), nil)
+		resp, err := svc.HTTPClient().Do(req) // retried elsewhere, balanced, broken, timed out by policy
+		if err != nil {
+			http.Error(w, "orders unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		defer resp.Body.Close()
+		fmt.Fprintf(w, "orders answered %s\n", resp.Status)
+	})
+	if err := svc.Run(context.Background(), mux); err != nil {
+		log.Fatal(err)
+	}
+}
+
 // Limits is a service's tunable limits, stored as JSON or YAML under
 // prod/orders/limits in the config center.
 type Limits struct {

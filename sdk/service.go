@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/internal/backoff"
 	"github.com/meridian-platform/meridian/traffic/discovery"
+	"github.com/meridian-platform/meridian/traffic/outbound"
 )
 
 // ControlPlane is what a Service uses of the control plane: registration,
@@ -47,6 +48,11 @@ func WithControlPlane(cp ControlPlane) Option { return func(s *Service) { s.cp =
 // context then stops it. For programs that handle signals themselves.
 func WithoutSignals() Option { return func(s *Service) { s.noSignals = true } }
 
+// WithListener makes Run serve on ln, a TCP listener the caller opened
+// (socket activation, a test that wants to cut connections), instead of
+// listening on Config.Listen. Run closes it.
+func WithListener(ln net.Listener) Option { return func(s *Service) { s.ln = ln } }
+
 // Service is one instance of a service: an HTTP server that registers
 // itself with the control plane, keeps its lease, and drains gracefully.
 type Service struct {
@@ -54,7 +60,10 @@ type Service struct {
 	log       *slog.Logger
 	cp        ControlPlane
 	cache     *discovery.Cache
+	out       *outbound.Transport
+	httpc     *http.Client
 	noSignals bool
+	ln        net.Listener
 
 	running   atomic.Bool
 	addr      atomic.Pointer[net.TCPAddr]
@@ -96,6 +105,8 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		s.cp = c
 	}
 	s.cache = discovery.New(s.cp, discovery.WithLogger(cfg.Logger))
+	s.out = outbound.New(s.cache, outbound.Options{Zone: cfg.Zone, Logger: cfg.Logger})
+	s.httpc = &http.Client{Transport: s.out}
 	return s, nil
 }
 
@@ -129,20 +140,25 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 //  1. listens on Config.Listen, returning the error at once if it cannot;
 //  2. serves h, except for two paths it answers itself: /healthz (200 while
 //     the process runs) and /readyz (200 from the first registration until
-//     draining starts, else 503);
+//     draining starts, else 503). h runs behind deadline parsing (the
+//     caller's Meridian-Timeout becomes the request context's deadline)
+//     and adaptive load shedding (503 with Retry-After beyond capacity),
+//     unless Config turns them off;
 //  3. registers the instance (advertised address, listener's port) and
 //     heartbeats every TTL/3, registering again when a heartbeat answers
 //     not_found (the lease expired). While the control plane is unreachable
 //     it logs, retries with backoff and goes on serving: an outage of the
 //     control plane never stops a service;
-//  4. runs the discovery cache.
+//  4. runs the discovery cache and the outbound Transport behind
+//     HTTPClient and GRPCClient, and follows the resiliency spec at
+//     Config.ResiliencyKey.
 //
 // On shutdown it stops heartbeating and deregisters (so watchers drop the
 // instance), turns /readyz to 503, waits DrainDelay for watchers to stop
 // sending requests, then stops accepting connections and waits up to
 // ShutdownTimeout for in-flight requests to finish (those still running
 // are cut off and Run returns an error saying so), and finally stops the
-// discovery cache.
+// discovery cache, the Transport and the spec's binding.
 func (s *Service) Run(ctx context.Context, h http.Handler) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sdk: Service.Run called twice")
@@ -150,11 +166,18 @@ func (s *Service) Run(ctx context.Context, h http.Handler) error {
 	if h == nil {
 		h = http.NotFoundHandler()
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("sdk: %w", meridian.FieldError("Listen", "cannot listen on %s: %v", s.cfg.Listen, err))
+	ln := s.ln
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+			return fmt.Errorf("sdk: %w", meridian.FieldError("Listen", "cannot listen on %s: %v", s.cfg.Listen, err))
+		}
 	}
-	tcp := ln.Addr().(*net.TCPAddr)
+	tcp, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		ln.Close()
+		return fmt.Errorf("sdk: the listener's address %v is not TCP", ln.Addr())
+	}
 	inst, err := s.registration(tcp)
 	if err != nil {
 		ln.Close()
@@ -173,7 +196,7 @@ func (s *Service) Run(ctx context.Context, h http.Handler) error {
 	base := context.WithoutCancel(ctx)
 
 	srv := &http.Server{
-		Handler:           s.handler(h),
+		Handler:           s.handler(s.serverMiddleware(h)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -181,11 +204,12 @@ func (s *Service) Run(ctx context.Context, h http.Handler) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	cacheCtx, stopCache := context.WithCancel(base)
-	cacheDone := make(chan struct{})
-	go func() {
-		defer close(cacheDone)
-		_ = s.cache.Run(cacheCtx)
-	}()
+	var dataPath sync.WaitGroup
+	dataPath.Go(func() { _ = s.cache.Run(cacheCtx) })
+	dataPath.Go(func() { _ = s.out.Run(cacheCtx) })
+	if !s.cfg.NoResiliencySpec {
+		dataPath.Go(func() { s.followResiliency(cacheCtx) })
+	}
 
 	regCtx, stopReg := context.WithCancel(base)
 	regDone := make(chan struct{})
@@ -227,9 +251,10 @@ func (s *Service) Run(ctx context.Context, h http.Handler) error {
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
 		runErr = fmt.Errorf("sdk: serving: %w", err)
 	}
-	// 5. Nothing uses discovery any more.
+	// 5. Nothing uses discovery or the outbound Transport any more.
 	stopCache()
-	<-cacheDone
+	dataPath.Wait()
+	s.httpc.CloseIdleConnections()
 	s.log.Info("stopped")
 	return runErr
 }
