@@ -158,7 +158,8 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-// Spec returns the spec in force.
+// Spec returns the spec in force (the built-in policies' empty spec before
+// the first Apply). It is shared: read it, never modify it.
 func (t *Transport) Spec() *policy.Spec { return t.gen.Load().spec }
 
 // Upstream returns the service's current Upstream, making it under the
@@ -220,14 +221,14 @@ func (t *Transport) Apply(spec *policy.Spec) error {
 		next.ups[svc] = u
 	}
 	t.gen.Store(next)
-	kept := 0
+	changed := 0
 	for svc, st := range t.states {
-		if next.ups[svc].resolved.Names == st.cur.resolved.Names {
-			kept++
+		if !same(&st.cur.resolved, &next.ups[svc].resolved) {
+			changed++
 		}
 		t.commit(st, next.ups[svc])
 	}
-	t.log.Info("resiliency spec applied", "spec", spec.String(), "upstreams", len(t.states), "unchanged_names", kept)
+	t.log.Info("outbound: resiliency spec applied", "spec", spec.String(), "upstreams", len(t.states), "changed", changed)
 	return nil
 }
 
