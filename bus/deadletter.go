@@ -31,13 +31,15 @@ var dlqExts = []string{ExtDLQTopic, ExtDLQGroup, ExtDLQSequence, ExtDLQPartition
 
 // Attempt is one delivery of an event that did not succeed.
 type Attempt struct {
-	At    time.Time `json:"at"`
+	// At is when the attempt ended; zero when no outcome was seen.
+	At    time.Time `json:"at,omitzero"`
 	Error string    `json:"error"`
 }
 
-// AckWaitExpired is the Error of an attempt that had no outcome: the
-// member died or the handler outran AckWait without a heartbeat.
-const AckWaitExpired = "no outcome within the ack wait (member lost, or handler too slow without InProgress)"
+// NoOutcome is the Error of an attempt whose outcome nobody recorded: the
+// member stopped or died with the event in hand, or the handler outran
+// AckWait without calling InProgress.
+const NoOutcome = "no outcome recorded (member stopped or lost, or ack wait passed without InProgress)"
 
 // DeadLetter is an event a group gave up on.
 type DeadLetter struct {
