@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,6 +87,10 @@ func openSQLite(t testing.TB, path string) *sql.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One connection, as the package documentation advises: the relay, the
+	// inbox and the writers queue for it in Go instead of sleeping in
+	// SQLite's busy handler.
+	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
 	for _, q := range []string{
 		`CREATE TABLE IF NOT EXISTS orders (id TEXT NOT NULL)`,
@@ -343,24 +349,27 @@ func (b *broker) streamed(t testing.TB) []bus.Event {
 	return out
 }
 
-// consume runs a durable consumer group through the inbox until ctx ends:
-// every delivery's effect goes through d.process, and the delivery is
-// acknowledged unless ackLost says to drop that ack (a consumer that made
-// its effect and died before acknowledging), which brings a redelivery.
-// It returns the deliveries and the duplicates the inbox suppressed.
-func consume(ctx context.Context, t testing.TB, b *broker, d *testDB, consumer string, ackLost func(n int) bool) (deliveries, dups int) {
-	c, err := b.stream.CreateOrUpdateConsumer(context.Background(), jetstream.ConsumerConfig{
-		Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 500 * time.Millisecond, MaxAckPending: 20_000,
+// counts are a consumer's running totals.
+type counts struct {
+	deliveries, dups, lostAcks atomic.Int64
+}
+
+// consume runs a member of a durable consumer group through the inbox
+// until ctx ends: every delivery's effect goes through d.process, and the
+// delivery is acknowledged unless loseAck says to drop that ack (a
+// consumer that made its effect and died before acknowledging), which
+// brings a redelivery after the ack wait.
+func consume(ctx context.Context, t testing.TB, b *broker, d *testDB, consumer string, c *counts, loseAck func(delivery int64) bool) {
+	cons, err := b.stream.CreateOrUpdateConsumer(context.Background(), jetstream.ConsumerConfig{
+		Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 5 * time.Second, MaxAckPending: 20_000,
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return
 	}
 	for ctx.Err() == nil {
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(200*time.Millisecond))
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(200*time.Millisecond))
 		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
 			t.Error(err)
 			return
 		}
@@ -375,20 +384,40 @@ func consume(ctx context.Context, t testing.TB, b *broker, d *testDB, consumer s
 				t.Error(err)
 				return
 			}
-			deliveries++
+			n := c.deliveries.Add(1)
 			if dup {
-				dups++
+				c.dups.Add(1)
 			}
-			if ackLost != nil && ackLost(deliveries) {
+			if loseAck != nil && loseAck(n) {
+				c.lostAcks.Add(1)
 				continue
 			}
-			if err := m.Ack(); err != nil && ctx.Err() == nil {
+			if err := m.Ack(); err != nil {
 				t.Error(err)
 				return
 			}
 		}
 	}
-	return deliveries, dups
+}
+
+// consumeAll runs workers members of the consumer group until stop is
+// called, which waits for them.
+func consumeAll(t testing.TB, b *broker, d *testDB, consumer string, workers int, c *counts, loseAck func(int64) bool) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() { consume(ctx, t, b, d, consumer, c, loseAck) })
+	}
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			wg.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // waitFor polls cond until it holds or the timeout passes.
@@ -406,7 +435,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -134,17 +134,12 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 			t.Fatalf("stream holds %d events, want %d: the restarted relay re-publishes the unmarked batch", got, kill+n)
 		}
 
-		cctx, cancel := context.WithCancel(ctx)
-		var deliveries, dups int
-		done := make(chan struct{})
-		go func() { defer close(done); deliveries, dups = consume(cctx, t, b, d, "billing", nil) }()
-		waitFor(t, 10*time.Second, "the consumer to catch up", func() (bool, error) {
-			total, _, err := d.effects(ctx)
-			return total >= n, err
+		var c counts
+		stop := consumeAll(t, b, d, "billing", 1, &c, nil)
+		waitFor(t, 10*time.Second, "every copy to be delivered", func() (bool, error) {
+			return c.deliveries.Load() >= kill+n, nil
 		})
-		time.Sleep(200 * time.Millisecond) // let the duplicates arrive too
-		cancel()
-		<-done
+		stop()
 		total, distinct, err := d.effects(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -152,8 +147,8 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 		if total != n || distinct != n {
 			t.Fatalf("%d effects (%d distinct), want exactly %d", total, distinct, n)
 		}
-		if deliveries != kill+n || dups != kill {
-			t.Fatalf("%d deliveries with %d duplicates suppressed, want %d and %d", deliveries, dups, kill+n, kill)
+		if c.deliveries.Load() != kill+n || c.dups.Load() != kill {
+			t.Fatalf("%d deliveries with %d duplicates suppressed, want %d and %d", c.deliveries.Load(), c.dups.Load(), kill+n, kill)
 		}
 	})
 }
