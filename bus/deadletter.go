@@ -171,15 +171,30 @@ func isDLQExt(k string) bool {
 	return false
 }
 
-// DedupKey is the dedup key of an event by default: a hash of its source
-// and id (CloudEvents ids are unique per source only), 22 characters.
+// DedupKey is the dedup key of an event by default: its source and id
+// (CloudEvents ids are unique per source only), as "<source> <id>" when
+// both are short and plain (no space, quote, '%' or byte outside printable
+// ASCII, so the space cannot be ambiguous), else a 22-character hash of
+// them.
 func DedupKey(source, id string) string {
+	if len(source)+len(id) <= 128 && plain(source) && plain(id) {
+		return source + " " + id
+	}
 	h := sha256.New()
 	h.Write([]byte(source))
 	h.Write([]byte{0})
 	h.Write([]byte(id))
 	var sum [sha256.Size]byte
 	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])[:16])
+}
+
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '%' {
+			return false
+		}
+	}
+	return true
 }
 
 // String is for logs.

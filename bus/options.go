@@ -38,16 +38,30 @@ const (
 	ExtTraceState  = "tracestate"
 )
 
-var (
-	topicName = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
-	groupName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
-)
+var groupName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
+
+// validTopic is `^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`, by hand: it runs on
+// every publish.
+func validTopic(s string) bool {
+	seg := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+			seg++
+		case c == '.' && seg > 0:
+			seg = 0
+		default:
+			return false
+		}
+	}
+	return seg > 0
+}
 
 // ValidateTopic checks a topic name: 1-200 characters, dot-separated
 // segments of letters, digits, '-' and '_'. The error is invalid and names
 // the field "topic".
 func ValidateTopic(name string) error {
-	if len(name) == 0 || len(name) > 200 || !topicName.MatchString(name) {
+	if len(name) == 0 || len(name) > 200 || !validTopic(name) {
 		return meridian.FieldError("topic", "%q is not a topic name: 1-200 characters, dot-separated segments of letters, digits, '-' and '_'", name)
 	}
 	return nil
@@ -276,6 +290,9 @@ type PublishConfig struct {
 	NoDedup bool
 
 	edits []func(*Event)
+	// encoded is set by the typed API: the data comes from its codec, so
+	// it is not checked again.
+	encoded bool
 }
 
 // WithKey sets the event's ordering key (its partitionkey extension).
@@ -326,7 +343,7 @@ func Prepare(ctx context.Context, topic string, e *Event, opts []PublishOption) 
 			setExt(e, ExtTraceState, ts)
 		}
 	}
-	if err := e.Normalize(); err != nil {
+	if err := e.normalize(!c.encoded); err != nil {
 		return c, err
 	}
 	return c, nil

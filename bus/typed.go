@@ -88,7 +88,19 @@ func Publish[T any](ctx context.Context, p Publisher, t Topic[T], v T, opts ...P
 	if err != nil {
 		return Receipt{}, err
 	}
-	return p.Publish(ctx, t.Name, e, opts...)
+	return p.Publish(ctx, t.Name, e, withEncoded(opts)...)
+}
+
+// encoded marks the data as written by a codec.
+func encoded(c *PublishConfig) { c.encoded = true }
+
+var onlyEncoded = []PublishOption{encoded}
+
+func withEncoded(opts []PublishOption) []PublishOption {
+	if len(opts) == 0 {
+		return onlyEncoded
+	}
+	return append(opts[:len(opts):len(opts)], encoded)
 }
 
 // PublishAsync publishes v to t without waiting (Publisher.PublishAsync);
@@ -98,7 +110,7 @@ func PublishAsync[T any](ctx context.Context, p Publisher, t Topic[T], v T, done
 	if err != nil {
 		return err
 	}
-	return p.PublishAsync(ctx, t.Name, e, done, opts...)
+	return p.PublishAsync(ctx, t.Name, e, done, withEncoded(opts)...)
 }
 
 // Subscribe subscribes h to t in group (Subscriber.Subscribe), decoding

@@ -323,7 +323,7 @@ func testReplayDLQ(t *testing.T, nb Factory) {
 	}
 	waitFor(t, 10*time.Second, "the replayed event", func() bool { return healthy.count() == 1 })
 	d := healthy.snapshot()[0]
-	if d.Event.ID != "e-1" || d.Event.Extensions["traceparent"] != traceparent || d.Event.Extensions[bus.ExtDLQReason] != "" || d.Sequence != r.Sequence {
+	if d.Event.ID != "e-1" || d.Event.Extensions["traceparent"] != traceparent || d.Event.Extensions[bus.ExtDLQReason] != "" || d.Sequence != r.Sequence || d.Partition != dl.Partition {
 		t.Fatalf("replayed delivery = %+v, event %+v", d, d.Event)
 	}
 	// Only the group that failed it gets it again.

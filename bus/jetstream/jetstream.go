@@ -62,7 +62,11 @@ type Config struct {
 	// acknowledgement; PublishAsync blocks beyond it. Default 4000.
 	MaxPendingPublishes int
 	// PublishTimeout fails an asynchronous publish not acknowledged within
-	// it. Default 10s.
+	// it. Default none: a publish pending when the connection drops fails
+	// then (nats.go fails them all on a disconnect), and Flush is bounded
+	// by its context; a timeout costs a timer per publish. It also bounds
+	// how long PublishAsync waits for room when MaxPendingPublishes are
+	// outstanding (default 10s).
 	PublishTimeout time.Duration
 	// HistoryBucket is the KV bucket with the attempt histories of failing
 	// events. Default "BUS_HISTORY".
@@ -89,6 +93,8 @@ type Backend struct {
 
 	hist historyStore
 	pub  asyncPublishes
+	// stallWait bounds PublishAsync's wait for room.
+	stallWait []jetstream.PublishOpt
 }
 
 var _ bus.Backend = (*Backend)(nil)
@@ -131,9 +137,6 @@ func New(nc *nats.Conn, cfg Config) (*Backend, error) {
 	if cfg.MaxPendingPublishes <= 0 {
 		cfg.MaxPendingPublishes = 4000
 	}
-	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 10 * time.Second
-	}
 	if cfg.HistoryBucket == "" {
 		cfg.HistoryBucket = "BUS_HISTORY"
 	}
@@ -159,12 +162,20 @@ func New(nc *nats.Conn, cfg Config) (*Backend, error) {
 		subs:   make(map[*subscription]struct{}),
 	}
 	b.pub.init()
-	js, err := jetstream.New(nc,
+	stall := cfg.PublishTimeout
+	if stall <= 0 {
+		stall = 10 * time.Second
+	}
+	b.stallWait = []jetstream.PublishOpt{jetstream.WithStallWait(stall)}
+	jsOpts := []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPendingPublishes),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
 		jetstream.WithPublishAsyncAckHandler(b.pub.acked),
 		jetstream.WithPublishAsyncErrHandler(b.pub.errored),
-	)
+	}
+	if cfg.PublishTimeout > 0 {
+		jsOpts = append(jsOpts, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	}
+	js, err := jetstream.New(nc, jsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("bus/jetstream: %w", err)
 	}

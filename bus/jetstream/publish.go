@@ -66,7 +66,7 @@ func (b *Backend) PublishAsync(ctx context.Context, topic string, e bus.Event, d
 		return err
 	}
 	b.pub.add(m, pending{topic: ts.name, partition: p, source: e.Source, id: e.ID, done: done})
-	if _, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(b.cfg.PublishTimeout)); err != nil {
+	if _, err := b.js.PublishMsgAsync(m, b.stallWait...); err != nil {
 		if p, ok := b.pub.take(m, nil); ok {
 			b.pub.settle(p)
 		}

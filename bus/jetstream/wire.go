@@ -31,26 +31,39 @@ const (
 
 // encode writes e (normalized) as a binary-mode message on subject.
 func encode(subject string, e *bus.Event, msgID string) *nats.Msg {
-	h := make(nats.Header, 8+len(e.Extensions))
-	h[hdrSpecVersion] = []string{e.SpecVersion}
-	h[hdrID] = []string{pctEncode(e.ID)}
-	h[hdrSource] = []string{pctEncode(e.Source)}
-	h[hdrType] = []string{pctEncode(e.Type)}
-	h[hdrTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
+	n := 5 + len(e.Extensions) // specversion, id, source, type, time
+	for _, v := range [...]string{e.Subject, e.DataSchema, e.DataContentType, msgID} {
+		if v != "" {
+			n++
+		}
+	}
+	// The exact size keeps a small map in one group; one backing array
+	// serves every header's value slice.
+	vals := make([]string, 0, n)
+	h := make(nats.Header, n)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set(hdrSpecVersion, e.SpecVersion)
+	set(hdrID, pctEncode(e.ID))
+	set(hdrSource, pctEncode(e.Source))
+	set(hdrType, pctEncode(e.Type))
+	set(hdrTime, e.Time.UTC().Format(time.RFC3339Nano))
 	if e.Subject != "" {
-		h[hdrSubject] = []string{pctEncode(e.Subject)}
+		set(hdrSubject, pctEncode(e.Subject))
 	}
 	if e.DataSchema != "" {
-		h[hdrDataSchema] = []string{pctEncode(e.DataSchema)}
+		set(hdrDataSchema, pctEncode(e.DataSchema))
 	}
 	if e.DataContentType != "" {
-		h[hdrContentType] = []string{pctEncode(e.DataContentType)}
+		set(hdrContentType, pctEncode(e.DataContentType))
 	}
 	for k, v := range e.Extensions {
-		h[hdrPrefix+k] = []string{pctEncode(v)}
+		set(hdrPrefix+k, pctEncode(v))
 	}
 	if msgID != "" {
-		h[nats.MsgIdHdr] = []string{msgID}
+		set(nats.MsgIdHdr, msgID)
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: e.Data}
 }
@@ -64,12 +77,15 @@ func decode(h nats.Header, data []byte) (bus.Event, error) {
 		if len(vs) == 0 {
 			continue
 		}
-		name, ok := strings.CutPrefix(strings.ToLower(k), hdrPrefix)
-		if !ok {
+		if len(k) <= len(hdrPrefix) || !strings.EqualFold(k[:len(hdrPrefix)], hdrPrefix) {
 			if strings.EqualFold(k, hdrContentType) {
 				e.DataContentType = pctDecode(vs[0])
 			}
 			continue
+		}
+		name := k[len(hdrPrefix):]
+		if hasUpper(name) {
+			name = strings.ToLower(name)
 		}
 		v := pctDecode(vs[0])
 		switch name {
@@ -173,4 +189,13 @@ func pctDecode(s string) string {
 		b = append(b, s[i])
 	}
 	return string(b)
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
