@@ -1,5 +1,6 @@
 // Package client is the Go client of the control plane's HTTP API
-// (docs/api.md): registry, config center and tokens.
+// (docs/api.md): registry, config center, tokens and the event bus
+// (publish, topic streams, dead letters, push subscriptions).
 //
 // Every method takes a context first and returns errors as *meridian.Error,
 // so callers branch on codes with meridian.IsCode:
@@ -106,6 +107,8 @@ type request struct {
 	path   string
 	query  url.Values
 	body   any // JSON-encoded when non-nil
+	// contentType of the body; default application/json.
+	contentType string
 }
 
 // newRequest builds the HTTP request with the headers every call carries.
@@ -127,7 +130,11 @@ func (c *Client) newRequest(ctx context.Context, r request, accept string) (*htt
 		return nil, meridian.FieldError("addr", "cannot build a request for %s: %v", c.addr, err)
 	}
 	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		ct := r.contentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", "meridian-client")
