@@ -170,10 +170,18 @@ const (
 	readConfig
 	writeConfig
 	manageTokens
+	readBus             // list topics, tail events, read dead letters and subscriptions
+	publishEvents       // publish to a topic
+	manageSubscriptions // create or delete a push subscription
+	replayDeadLetters   // send dead letters back to their topic
 )
 
 // allowed is the whole authorization policy. For writeRegistry the target
-// is a service name; for readConfig a config key (or prefix).
+// is a service name; for readConfig a config key (or prefix); for
+// manageSubscriptions the service the subscription belongs to ("" for
+// none). A service token may publish to any topic (the events name their
+// source) and manage its own service's subscriptions; the handler also
+// holds those to delivering to the service itself.
 func allowed(tok *meridian.Token, a action, target string) bool {
 	switch tok.Role {
 	case meridian.RoleAdmin:
@@ -181,11 +189,13 @@ func allowed(tok *meridian.Token, a action, target string) bool {
 	case meridian.RoleOperator:
 		return a != manageTokens
 	case meridian.RoleViewer:
-		return a == readRegistry || a == readConfig
+		return a == readRegistry || a == readConfig || a == readBus
 	case meridian.RoleService:
 		switch a {
-		case readRegistry:
+		case readRegistry, readBus, publishEvents:
 			return true
+		case manageSubscriptions:
+			return target == tok.Service
 		case writeRegistry:
 			return target == tok.Service
 		case readConfig:
@@ -217,7 +227,12 @@ func authorize(ctx context.Context, a action, target string) error {
 		what := map[action]string{
 			readRegistry: "read the registry", writeRegistry: "change instances of service " + target,
 			readConfig: "read config " + target, writeConfig: "write config", manageTokens: "manage tokens",
+			readBus: "read the event bus", publishEvents: "publish to topic " + target,
+			manageSubscriptions: "manage subscriptions of service " + target, replayDeadLetters: "replay dead letters",
 		}[a]
+		if a == manageSubscriptions && target == "" {
+			what = "manage subscriptions that belong to no service"
+		}
 		return meridian.Errorf(meridian.CodeForbidden, "token %q (role %s) may not %s", tok.Name, tok.Role, what)
 	}
 	return nil

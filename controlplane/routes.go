@@ -39,6 +39,18 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("GET /v1/tokens", s.handleTokenList)
 	api.HandleFunc("DELETE /v1/tokens/{name}", s.handleTokenRevoke)
 	api.HandleFunc("GET /v1/whoami", s.handleWhoAmI)
+	// Event bus.
+	api.HandleFunc("GET /v1/topics", s.handleTopics)
+	api.HandleFunc("GET /v1/topics/{topic}", s.handleTopic)
+	api.HandleFunc("POST /v1/topics/{topic}/events", s.handlePublish)
+	api.HandleFunc("GET /v1/topics/{topic}/events/stream", s.handleTopicStream)
+	api.HandleFunc("GET /v1/topics/{topic}/dlq", s.handleDeadLetters)
+	api.HandleFunc("GET /v1/topics/{topic}/dlq/{seq}", s.handleDeadLetter)
+	api.HandleFunc("POST /v1/topics/{topic}/dlq/replay", s.handleReplay)
+	api.HandleFunc("POST /v1/subscriptions", s.handleSubscriptionCreate)
+	api.HandleFunc("GET /v1/subscriptions", s.handleSubscriptions)
+	api.HandleFunc("GET /v1/subscriptions/{name}", s.handleSubscription)
+	api.HandleFunc("DELETE /v1/subscriptions/{name}", s.handleSubscriptionDelete)
 	api.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, notFound("no such endpoint: %s %s (see /v1/openapi.yaml)", r.Method, r.URL.Path))
 	})
@@ -87,7 +99,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			route = "unmatched"
 		}
 		reqs.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
-		if !strings.HasSuffix(route, "/watch") {
+		if !strings.HasSuffix(route, "/watch") && !strings.HasSuffix(route, "/stream") {
 			dur.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 		}
 	})

@@ -55,6 +55,14 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful drain of in-flight requests;
 	// default 10s.
 	ShutdownTimeout time.Duration
+	// Bus is the event bus behind the /v1/topics and /v1/subscriptions
+	// endpoints (publish over HTTP, topic streams, dead letters, push
+	// subscriptions); its owner closes it after Serve returns. Nil turns
+	// those endpoints off (404).
+	Bus Bus
+	// MaxEventBody is the largest publish request body in bytes (one
+	// event, or a batch); default 1 MiB, the NATS default message size.
+	MaxEventBody int64
 }
 
 // Server is one control-plane replica.
@@ -65,6 +73,7 @@ type Server struct {
 	tokens   *Tokens
 	registry *Registry
 	config   *ConfigCenter
+	push     *pusher // nil without a bus
 	handler  http.Handler
 	secret   string // the admin secret, if this replica created it
 
@@ -93,6 +102,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.MaxEventBody <= 0 {
+		cfg.MaxEventBody = 1 << 20
 	}
 	if cfg.ReplicaID == "" {
 		host, _ := os.Hostname()
@@ -131,6 +143,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		workers: cfg.HealthWorkers, log: s.log, metrics: s.metrics,
 	})
 	s.config = newConfigCenter(configB, s.log, cfg.MaxConfigValue)
+	if cfg.Bus != nil {
+		subB, err := cfg.Store.Bucket(ctx, "subscriptions", store.BucketConfig{History: 1})
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+		s.push = newPusher(cfg.Bus, subB, s.registry, s.log)
+	}
 
 	if !cfg.NoAuth {
 		secret, err := s.tokens.bootstrap(ctx)
@@ -172,7 +191,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.tokens.mirror.run, s.config.run, s.registry.run} {
+	loops := []func(context.Context) error{s.tokens.mirror.run, s.config.run, s.registry.run}
+	if s.push != nil {
+		loops = append(loops, s.push.run)
+	}
+	for _, run := range loops {
 		wg.Go(func() {
 			if err := run(bg); err != nil {
 				s.log.Error("background loop stopped", "err", err)
@@ -248,6 +271,8 @@ func (s *Server) ready() error {
 		return errors.New("registry not loaded")
 	case !s.config.ready():
 		return errors.New("config not loaded")
+	case s.push != nil && !s.push.mirror.ready():
+		return errors.New("subscriptions not loaded")
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	busjetstream "github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/controlplane"
 	"github.com/meridian-platform/meridian/controlplane/store/jetstream"
@@ -57,7 +58,11 @@ func startCP(t testing.TB, url, adminSecret string, opts ...cpOption) *cp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := controlplane.Config{Store: st, MemberTTL: 2 * time.Second, ShutdownTimeout: 2 * time.Second}
+	eb, err := busjetstream.New(nc, busjetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := controlplane.Config{Store: st, MemberTTL: 2 * time.Second, ShutdownTimeout: 2 * time.Second, Bus: eb}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -88,6 +93,11 @@ func startCP(t testing.TB, url, adminSecret string, opts ...cpOption) *cp {
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := eb.Close(cctx); err != nil {
+			t.Errorf("bus close: %v", err)
+		}
+		ccancel()
 		nc.Close()
 	}
 	t.Cleanup(c.stop)

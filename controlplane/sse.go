@@ -32,12 +32,16 @@ func startSSE(w http.ResponseWriter) *sse {
 }
 
 // send writes one event; id is the watch index a client resumes after.
+// An id of 0 is not written, so that the client keeps the last one it had
+// (resuming after 0 and from the start are the same).
 func (s *sse) send(event string, id uint64, data any) error {
 	var b bytes.Buffer
 	b.WriteString("event: ")
 	b.WriteString(event)
-	b.WriteString("\nid: ")
-	b.WriteString(strconv.FormatUint(id, 10))
+	if id != 0 {
+		b.WriteString("\nid: ")
+		b.WriteString(strconv.FormatUint(id, 10))
+	}
 	b.WriteString("\ndata: ")
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false) // keeps data lines short: config values are often HTML-ish

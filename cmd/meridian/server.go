@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	busjetstream "github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/controlplane"
 	"github.com/meridian-platform/meridian/controlplane/store/jetstream"
 	"github.com/meridian-platform/meridian/internal/natsembed"
@@ -38,7 +39,7 @@ func newServerCmd(e *env) *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the control plane (registry, health checks, config center, API)",
+		Short: "Run the control plane (registry, health checks, config center, event bus API)",
 		Long: `Run the control plane.
 
 With no --nats flag it runs an embedded NATS server with JetStream and keeps
@@ -148,10 +149,23 @@ func runServer(ctx context.Context, e *env, dataDir string, f serverFlags) error
 	if err != nil {
 		return err
 	}
+	// The event bus shares the connection: topics are streams next to the
+	// store's buckets, in the same JetStream.
+	eventBus, err := busjetstream.New(nc, busjetstream.Config{Replicas: replicas, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := eventBus.Close(cctx); err != nil {
+			log.Warn("event bus close", "err", err)
+		}
+	}()
 	tokenFile := filepath.Join(dataDir, "admin.token")
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	srv, err := controlplane.Open(octx, controlplane.Config{
-		Store: st, ReplicaID: f.replicaID, NoAuth: f.noAuth, AdminTokenFile: tokenFile, Logger: log,
+		Store: st, ReplicaID: f.replicaID, NoAuth: f.noAuth, AdminTokenFile: tokenFile, Logger: log, Bus: eventBus,
 	})
 	cancel()
 	if err != nil {

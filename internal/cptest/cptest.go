@@ -1,6 +1,7 @@
 // Package cptest runs the real control plane inside a test: a NATS server
 // with JetStream whose store lives in the test's temp dir, and a
-// control-plane replica on a loopback port in front of it. Tests of the
+// control-plane replica on a loopback port in front of it, with the event
+// bus (the JetStream engine) on the same server. Tests of the
 // SDK and of the data path drive it through its HTTP API, as their users
 // do, and provoke outages by stopping and restarting the replica.
 //
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	busjetstream "github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/controlplane"
 	"github.com/meridian-platform/meridian/controlplane/store/jetstream"
@@ -159,11 +161,18 @@ func (c *CP) serve(ln net.Listener) {
 		ln.Close()
 		t.Fatal(err)
 	}
+	// The event bus on the replica's connection, as `meridian server` has it.
+	eb, err := busjetstream.New(nc, busjetstream.Config{})
+	if err != nil {
+		nc.Close()
+		ln.Close()
+		t.Fatal(err)
+	}
 	// ShutdownTimeout keeps its default (10s), longer than the 5s for which
 	// net/http's Shutdown waits on a connection that has not sent a request
 	// yet (Go's transport leaves such connections in its pool at times): a
 	// shorter one makes Serve time out with such a connection still open.
-	cfg := controlplane.Config{MemberTTL: 2 * time.Second}
+	cfg := controlplane.Config{MemberTTL: 2 * time.Second, Bus: eb}
 	for _, o := range c.opts {
 		o(&cfg)
 	}
@@ -187,6 +196,11 @@ func (c *CP) serve(ln net.Listener) {
 		if err := <-done; err != nil {
 			t.Errorf("cptest: control plane at %s: %v", ln.Addr(), err)
 		}
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := eb.Close(cctx); err != nil {
+			t.Errorf("cptest: event bus of %s: %v", ln.Addr(), err)
+		}
+		ccancel()
 		nc.Close()
 	}
 	t.Cleanup(stop)

@@ -21,6 +21,16 @@ const DefaultLimit = 1 << 20
 // Decode reads r's body into v. Errors are *meridian.Error: CodeTooLarge
 // past limit bytes, CodeInvalid naming the field otherwise.
 func Decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	body, err := Read(w, r, limit)
+	if err != nil {
+		return err
+	}
+	return Unmarshal(body, v)
+}
+
+// Read reads r's body whatever its format, with Decode's size limit and
+// errors.
+func Read(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
@@ -28,11 +38,11 @@ func Decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &meridian.Error{Code: meridian.CodeTooLarge, Field: "body", Message: fmt.Sprintf("is larger than the limit of %d bytes", limit)}
+			return nil, &meridian.Error{Code: meridian.CodeTooLarge, Field: "body", Message: fmt.Sprintf("is larger than the limit of %d bytes", limit)}
 		}
-		return &meridian.Error{Code: meridian.CodeInvalid, Field: "body", Message: "could not be read", Err: err}
+		return nil, &meridian.Error{Code: meridian.CodeInvalid, Field: "body", Message: "could not be read", Err: err}
 	}
-	return Unmarshal(body, v)
+	return body, nil
 }
 
 // Unmarshal decodes data into v with the same rules as Decode.
