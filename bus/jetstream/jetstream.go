@@ -221,7 +221,8 @@ func consumerName(group string, ordered bool, partition int) string {
 	return group + "_p" + strconv.Itoa(partition)
 }
 
-// topic returns the state of a topic, creating it when allowed.
+// topic returns the state of a topic, creating it with create's config
+// when it is missing and create is not nil.
 func (b *Backend) topic(ctx context.Context, name string, create func() bus.TopicConfig) (*topicState, error) {
 	b.mu.Lock()
 	ts := b.topics[name]
@@ -232,7 +233,7 @@ func (b *Backend) topic(ctx context.Context, name string, create func() bus.Topi
 	info, err := b.js.Stream(ctx, b.streamName(name))
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if b.cfg.NoAutoCreate || create == nil {
+		if create == nil {
 			return nil, &meridian.Error{Code: meridian.CodeNotFound, Field: "topic", Message: fmt.Sprintf("topic %q does not exist", name)}
 		}
 		if _, err := b.EnsureTopic(ctx, create()); err != nil {
@@ -271,8 +272,12 @@ func (b *Backend) forget(name string) {
 	b.mu.Unlock()
 }
 
-// defaults returns the auto-create config of a topic.
+// defaults returns the auto-create config of a topic, nil when topics are
+// not auto-created (dead-letter topics always are).
 func (b *Backend) defaults(name string) func() bus.TopicConfig {
+	if b.cfg.NoAutoCreate {
+		return nil
+	}
 	return func() bus.TopicConfig {
 		c := b.cfg.TopicDefaults
 		c.Name = name

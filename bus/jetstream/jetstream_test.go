@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/bus"
 	"github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/internal/natstest"
@@ -328,4 +329,40 @@ func TestHundredThousandEvents(t *testing.T) {
 	if info.Messages != n {
 		t.Fatalf("topic holds %d events, want %d", info.Messages, n)
 	}
+}
+
+// With NoAutoCreate, topics must be made first; dead-letter topics are
+// still made when needed, or a poison event could never leave its group.
+func TestNoAutoCreate(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.Connect(t)
+	b, err := jetstream.New(nc, jetstream.Config{NoAutoCreate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	ctx := context.Background()
+	e := bus.Event{ID: "1", Source: "/s", Type: "t"}
+	if _, err := b.Publish(ctx, "strict", e); !meridian.IsCode(err, meridian.CodeNotFound) {
+		t.Fatalf("publish to a missing topic: %v", err)
+	}
+	h := func(context.Context, *bus.Delivery) error { return bus.Permanent(errors.New("poison")) }
+	if _, err := b.Subscribe(ctx, "strict", "g", h, bus.SubscribeOptions{}); !meridian.IsCode(err, meridian.CodeNotFound) {
+		t.Fatalf("subscribe to a missing topic: %v", err)
+	}
+	if _, err := b.EnsureTopic(ctx, bus.TopicConfig{Name: "strict"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.Subscribe(ctx, "strict", "g", h, bus.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := b.Publish(ctx, "strict", e); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the dead letter", func() bool {
+		dls, err := b.DeadLetters(ctx, "strict", 0, 10)
+		return err == nil && len(dls) == 1
+	})
 }
