@@ -115,22 +115,11 @@ func newConfigPutCmd(e *env, g *globals) *cobra.Command {
 	f.Uint64Var(&expectRv, "expect-revision", 0, "write only if the latest revision is this one (0: the key must not exist)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		key := args[0]
-		var (
-			value string
-			err   error
-		)
-		switch {
-		case len(args) == 2 && file != "":
-			return usagef(cmd, "give the value as VALUE or with --file, not both")
-		case len(args) == 2 && args[1] == "-", file == "-":
-			value, err = readValue(e.stdin, "stdin")
-		case len(args) == 2:
-			value = args[1]
-		case file != "":
-			value, err = readFile(file)
-		default:
-			return usagef(cmd, "no value: give VALUE, - to read stdin, or --file FILE")
+		var arg *string
+		if len(args) == 2 {
+			arg = &args[1]
 		}
+		value, err := valueFrom(e, cmd, arg, file, "VALUE", "--file", true)
 		if err != nil {
 			return err
 		}

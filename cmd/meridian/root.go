@@ -76,6 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		newServicesCmd(e, g), newInstancesCmd(e, g), newRegisterCmd(e, g), newDeregisterCmd(e, g), newHeartbeatCmd(e, g),
 		newConfigCmd(e, g),
 		newTokenCmd(e, g),
+		newTopicsCmd(e, g), newEventsCmd(e, g), newDLQCmd(e, g), newSubscriptionsCmd(e, g),
 		newVersionCmd(e),
 	)
 	markStarts(root, g)

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-platform/meridian/bus/bushttp"
+)
+
+func newDLQCmd(e *env, g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "Read and replay a topic's dead letters",
+		Long: "A topic's dead letters are the events a group gave up on (after its maximum\n" +
+			"deliveries, or at once for a permanent error), kept in TOPIC.dlq with the\n" +
+			"reason and the history of the attempts. Replaying one publishes its event\n" +
+			"again, to the group that gave up on it, and removes the dead letter.",
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(newDLQLsCmd(e, g), newDLQShowCmd(e, g), newDLQReplayCmd(e, g))
+	return cmd
+}
+
+func newDLQLsCmd(e *env, g *globals) *cobra.Command {
+	var (
+		after uint64
+		limit int
+	)
+	cmd := &cobra.Command{
+		Use:   "ls TOPIC",
+		Short: "List a topic's dead letters, oldest first",
+		Args:  argsBetween(1, 1, "TOPIC"),
+	}
+	out := addOutputFlag(cmd)
+	cmd.Flags().Uint64Var(&after, "after", 0, "list the dead letters after this sequence of the dead-letter topic")
+	cmd.Flags().IntVar(&limit, "limit", 100, "list at most this many (1-1000)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		topic := args[0]
+		if limit < 1 || limit > 1000 {
+			return usagef(cmd, "--limit %d is out of range 1-1000", limit)
+		}
+		c, err := g.client(cmd)
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		list, err := c.DeadLetters(ctx, topic, after, limit)
+		if err != nil {
+			return g.explain(ctx, c, err, topicOp(topic, "read the event bus"))
+		}
+		if *out == outJSON {
+			return writeJSON(e.stdout, bushttp.DeadLetterList{DeadLetters: orEmpty(list)})
+		}
+		t := newTable(e.stdout, "SEQ", "EVENT", "TYPE", "GROUP", "DELIVERIES", "DEAD AT", "REASON")
+		for _, dl := range list {
+			t.row(u64(dl.Sequence), dl.Event.Source+" "+dl.Event.ID, dl.Event.Type, dl.Group,
+				strconv.Itoa(dl.Deliveries), timeCell(dl.DeadAt), dl.Reason)
+		}
+		return t.flush()
+	}
+	return cmd
+}
+
+func newDLQShowCmd(e *env, g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show TOPIC SEQ",
+		Short: "Show one dead letter: its event, reason and attempts",
+		Args:  argsBetween(2, 2, "TOPIC SEQ"),
+	}
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		topic := args[0]
+		seq, err := strconv.ParseUint(args[1], 10, 64)
+		if err != nil || seq == 0 {
+			return usagef(cmd, "SEQ %q is not a dead letter's sequence (see 'meridian dlq ls %s')", args[1], topic)
+		}
+		c, err := g.client(cmd)
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		dl, err := c.DeadLetter(ctx, topic, seq)
+		if err != nil {
+			o := topicOp(topic, "read the event bus")
+			o.notFound = fmt.Sprintf("topic %q has no dead letter %d (see 'meridian dlq ls %s')", topic, seq, topic)
+			return g.explain(ctx, c, err, o)
+		}
+		if *out == outJSON {
+			return writeJSON(e.stdout, dl)
+		}
+		ev := dl.Event
+		w := e.stdout
+		fmt.Fprintf(w, "dead letter %d of %s: event %d of the topic (partition %d)\n", dl.Sequence, dl.Topic, dl.OriginalSequence, dl.Partition)
+		fmt.Fprintf(w, "group:      %s\n", orDash(dl.Group))
+		fmt.Fprintf(w, "reason:     %s\n", dl.Reason)
+		fmt.Fprintf(w, "deliveries: %d, dead at %s\n", dl.Deliveries, timeCell(dl.DeadAt))
+		for i, a := range dl.Attempts {
+			at := "-"
+			if !a.At.IsZero() {
+				at = a.At.UTC().Format(time.RFC3339Nano)
+			}
+			fmt.Fprintf(w, "  attempt %d at %s: %s\n", i+1, at, a.Error)
+		}
+		fmt.Fprintf(w, "event:      %s %s, type %s, time %s\n", ev.Source, ev.ID, ev.Type, timeCell(ev.Time))
+		if ev.Subject != "" {
+			fmt.Fprintf(w, "subject:    %s\n", ev.Subject)
+		}
+		for _, k := range slices.Sorted(maps.Keys(ev.Extensions)) {
+			fmt.Fprintf(w, "%-11s %s\n", k+":", ev.Extensions[k])
+		}
+		fmt.Fprintf(w, "data:       %s\n", dataCell(ev))
+		return nil
+	}
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newDLQReplayCmd(e *env, g *globals) *cobra.Command {
+	var req bushttp.ReplayRequest
+	cmd := &cobra.Command{
+		Use:   "replay TOPIC (SEQ | --all)",
+		Short: "Publish dead letters back to their topic",
+		Long: "Publish the dead letter SEQ (or --all of them, oldest first) back to TOPIC and\n" +
+			"remove it from the dead-letter topic. The event goes to the group that gave up\n" +
+			"on it only, unless --all-groups. --keep leaves the dead letter in place.",
+		Example: "  meridian dlq replay orders 3\n" +
+			"  meridian dlq replay orders --all",
+		Args: argsBetween(1, 2, "TOPIC (SEQ | --all)"),
+	}
+	out := addOutputFlag(cmd)
+	f := cmd.Flags()
+	f.BoolVar(&req.All, "all", false, "replay every dead letter of the topic")
+	f.BoolVar(&req.AllGroups, "all-groups", false, "send the events to every group of the topic")
+	f.BoolVar(&req.Keep, "keep", false, "leave the dead letters in the dead-letter topic")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		topic := args[0]
+		switch {
+		case len(args) == 2 && req.All:
+			return usagef(cmd, "give SEQ or --all, not both")
+		case len(args) == 2:
+			seq, err := strconv.ParseUint(args[1], 10, 64)
+			if err != nil || seq == 0 {
+				return usagef(cmd, "SEQ %q is not a dead letter's sequence (see 'meridian dlq ls %s')", args[1], topic)
+			}
+			req.Sequence = seq
+		case !req.All:
+			return usagef(cmd, "give the SEQ of a dead letter (see 'meridian dlq ls %s'), or --all", topic)
+		}
+		c, err := g.client(cmd)
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		done, err := c.ReplayDeadLetters(ctx, topic, req)
+		if err != nil {
+			o := topicOp(topic, fmt.Sprintf("replay the dead letters of topic %q", topic))
+			if req.Sequence != 0 {
+				o.notFound = fmt.Sprintf("topic %q has no dead letter %d (see 'meridian dlq ls %s')", topic, req.Sequence, topic)
+			}
+			return g.explain(ctx, c, err, o)
+		}
+		if *out == outJSON {
+			return writeJSON(e.stdout, bushttp.ReplayResult{Replayed: orEmpty(done)})
+		}
+		if len(done) == 0 {
+			fmt.Fprintf(e.stdout, "topic %s has no dead letters to replay\n", topic)
+		}
+		for _, r := range done {
+			fmt.Fprintf(e.stdout, "replayed dead letter %d as event %d of %s\n", r.Sequence, r.Receipt.Sequence, r.Receipt.Topic)
+		}
+		return nil
+	}
+	return cmd
+}
