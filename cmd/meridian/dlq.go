@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -9,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meridian-platform/meridian/bus"
 	"github.com/meridian-platform/meridian/bus/bushttp"
+	"github.com/meridian-platform/meridian/client"
 )
 
 func newDLQCmd(e *env, g *globals) *cobra.Command {
@@ -37,34 +41,40 @@ func newDLQLsCmd(e *env, g *globals) *cobra.Command {
 		Short: "List a topic's dead letters, oldest first",
 		Args:  argsBetween(1, 1, "TOPIC"),
 	}
-	out := addOutputFlag(cmd)
 	cmd.Flags().Uint64Var(&after, "after", 0, "list the dead letters after this sequence of the dead-letter topic")
 	cmd.Flags().IntVar(&limit, "limit", 100, "list at most this many (1-1000)")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		topic := args[0]
+	return readCmd(e, g, cmd, func(ctx context.Context, c *client.Client, args []string) (bushttp.DeadLetterList, op, error) {
 		if limit < 1 || limit > 1000 {
-			return usagef(cmd, "--limit %d is out of range 1-1000", limit)
+			return bushttp.DeadLetterList{}, op{}, usagef(cmd, "--limit %d is out of range 1-1000", limit)
 		}
-		c, err := g.client(cmd)
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
-		list, err := c.DeadLetters(ctx, topic, after, limit)
-		if err != nil {
-			return g.explain(ctx, c, err, topicOp(topic, "read the event bus"))
-		}
-		if *out == outJSON {
-			return writeJSON(e.stdout, bushttp.DeadLetterList{DeadLetters: orEmpty(list)})
-		}
-		t := newTable(e.stdout, "SEQ", "EVENT", "TYPE", "GROUP", "DELIVERIES", "DEAD AT", "REASON")
-		for _, dl := range list {
+		list, err := c.DeadLetters(ctx, args[0], after, limit)
+		return bushttp.DeadLetterList{DeadLetters: orEmpty(list)}, topicOp(args[0], busReadOp.action), err
+	}, func(w io.Writer, list bushttp.DeadLetterList) error {
+		t := newTable(w, "SEQ", "EVENT", "TYPE", "GROUP", "DELIVERIES", "DEAD AT", "REASON")
+		for _, dl := range list.DeadLetters {
 			t.row(u64(dl.Sequence), dl.Event.Source+" "+dl.Event.ID, dl.Event.Type, dl.Group,
 				strconv.Itoa(dl.Deliveries), timeCell(dl.DeadAt), dl.Reason)
 		}
 		return t.flush()
+	})
+}
+
+// deadLetterSeq reads the SEQ argument of a dlq command.
+func deadLetterSeq(cmd *cobra.Command, topic, arg string) (uint64, error) {
+	seq, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil || seq == 0 {
+		return 0, usagef(cmd, "SEQ %q is not a dead letter's sequence (see 'meridian dlq ls %s')", arg, topic)
 	}
-	return cmd
+	return seq, nil
+}
+
+// deadLetterOp explains a call about dead letter seq of topic.
+func deadLetterOp(topic string, seq uint64, action string) op {
+	o := topicOp(topic, action)
+	if seq != 0 {
+		o.notFound = fmt.Sprintf("topic %q has no dead letter %d (see 'meridian dlq ls %s')", topic, seq, topic)
+	}
+	return o
 }
 
 func newDLQShowCmd(e *env, g *globals) *cobra.Command {
@@ -73,29 +83,15 @@ func newDLQShowCmd(e *env, g *globals) *cobra.Command {
 		Short: "Show one dead letter: its event, reason and attempts",
 		Args:  argsBetween(2, 2, "TOPIC SEQ"),
 	}
-	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		topic := args[0]
-		seq, err := strconv.ParseUint(args[1], 10, 64)
-		if err != nil || seq == 0 {
-			return usagef(cmd, "SEQ %q is not a dead letter's sequence (see 'meridian dlq ls %s')", args[1], topic)
-		}
-		c, err := g.client(cmd)
+	return readCmd(e, g, cmd, func(ctx context.Context, c *client.Client, args []string) (*bus.DeadLetter, op, error) {
+		seq, err := deadLetterSeq(cmd, args[0], args[1])
 		if err != nil {
-			return err
+			return nil, op{}, err
 		}
-		ctx := cmd.Context()
-		dl, err := c.DeadLetter(ctx, topic, seq)
-		if err != nil {
-			o := topicOp(topic, "read the event bus")
-			o.notFound = fmt.Sprintf("topic %q has no dead letter %d (see 'meridian dlq ls %s')", topic, seq, topic)
-			return g.explain(ctx, c, err, o)
-		}
-		if *out == outJSON {
-			return writeJSON(e.stdout, dl)
-		}
+		dl, err := c.DeadLetter(ctx, args[0], seq)
+		return dl, deadLetterOp(args[0], seq, busReadOp.action), err
+	}, func(w io.Writer, dl *bus.DeadLetter) error {
 		ev := dl.Event
-		w := e.stdout
 		fmt.Fprintf(w, "dead letter %d of %s: event %d of the topic (partition %d)\n", dl.Sequence, dl.Topic, dl.OriginalSequence, dl.Partition)
 		fmt.Fprintf(w, "group:      %s\n", orDash(dl.Group))
 		fmt.Fprintf(w, "reason:     %s\n", dl.Reason)
@@ -114,10 +110,9 @@ func newDLQShowCmd(e *env, g *globals) *cobra.Command {
 		for _, k := range slices.Sorted(maps.Keys(ev.Extensions)) {
 			fmt.Fprintf(w, "%-11s %s\n", k+":", ev.Extensions[k])
 		}
-		fmt.Fprintf(w, "data:       %s\n", dataCell(ev))
-		return nil
-	}
-	return cmd
+		_, err := fmt.Fprintf(w, "data:       %s\n", dataCell(ev))
+		return err
+	})
 }
 
 func orDash(s string) string {
@@ -150,9 +145,9 @@ func newDLQReplayCmd(e *env, g *globals) *cobra.Command {
 		case len(args) == 2 && req.All:
 			return usagef(cmd, "give SEQ or --all, not both")
 		case len(args) == 2:
-			seq, err := strconv.ParseUint(args[1], 10, 64)
-			if err != nil || seq == 0 {
-				return usagef(cmd, "SEQ %q is not a dead letter's sequence (see 'meridian dlq ls %s')", args[1], topic)
+			seq, err := deadLetterSeq(cmd, topic, args[1])
+			if err != nil {
+				return err
 			}
 			req.Sequence = seq
 		case !req.All:
@@ -165,11 +160,7 @@ func newDLQReplayCmd(e *env, g *globals) *cobra.Command {
 		ctx := cmd.Context()
 		done, err := c.ReplayDeadLetters(ctx, topic, req)
 		if err != nil {
-			o := topicOp(topic, fmt.Sprintf("replay the dead letters of topic %q", topic))
-			if req.Sequence != 0 {
-				o.notFound = fmt.Sprintf("topic %q has no dead letter %d (see 'meridian dlq ls %s')", topic, req.Sequence, topic)
-			}
-			return g.explain(ctx, c, err, o)
+			return g.explain(ctx, c, err, deadLetterOp(topic, req.Sequence, fmt.Sprintf("replay the dead letters of topic %q", topic)))
 		}
 		if *out == outJSON {
 			return writeJSON(e.stdout, bushttp.ReplayResult{Replayed: orEmpty(done)})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -29,40 +30,31 @@ func newTopicsCmd(e *env, g *globals) *cobra.Command {
 	return cmd
 }
 
+var busReadOp = op{action: "read the event bus"}
+
 func newTopicsLsCmd(e *env, g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the topics with their event counts and dead letters",
 		Args:  argsBetween(0, 0, ""),
 	}
-	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, err := g.client(cmd)
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
+	return readCmd(e, g, cmd, func(ctx context.Context, c *client.Client, _ []string) (bushttp.TopicList, op, error) {
 		topics, err := c.Topics(ctx)
-		if err != nil {
-			return g.explain(ctx, c, err, op{action: "read the event bus"})
-		}
-		if *out == outJSON {
-			return writeJSON(e.stdout, bushttp.TopicList{Topics: orEmpty(topics)})
-		}
+		return bushttp.TopicList{Topics: orEmpty(topics)}, busReadOp, err
+	}, func(w io.Writer, list bushttp.TopicList) error {
 		dead := map[string]uint64{}
-		for _, t := range topics {
+		for _, t := range list.Topics {
 			if orig, ok := strings.CutSuffix(t.Name, ".dlq"); ok {
 				dead[orig] = t.Messages
 			}
 		}
-		t := newTable(e.stdout, "TOPIC", "EVENTS", "BYTES", "PARTITIONS", "FIRST", "LAST", "LAST EVENT", "DEAD LETTERS")
-		for _, ti := range topics {
+		t := newTable(w, "TOPIC", "EVENTS", "BYTES", "PARTITIONS", "FIRST", "LAST", "LAST EVENT", "DEAD LETTERS")
+		for _, ti := range list.Topics {
 			t.row(ti.Name, u64(ti.Messages), u64(ti.Bytes), strconv.Itoa(ti.Partitions),
 				u64(ti.FirstSequence), u64(ti.LastSequence), timeCell(ti.LastTime), u64(dead[ti.Name]))
 		}
 		return t.flush()
-	}
-	return cmd
+	})
 }
 
 func newTopicsShowCmd(e *env, g *globals) *cobra.Command {
@@ -71,35 +63,24 @@ func newTopicsShowCmd(e *env, g *globals) *cobra.Command {
 		Short: "Describe a topic: retention, counts and its consumer groups",
 		Args:  argsBetween(1, 1, "TOPIC"),
 	}
-	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := g.client(cmd)
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
+	return readCmd(e, g, cmd, func(ctx context.Context, c *client.Client, args []string) (*bushttp.TopicDetail, op, error) {
 		d, err := c.Topic(ctx, args[0])
-		if err != nil {
-			return g.explain(ctx, c, err, topicOp(args[0], "read the event bus"))
-		}
-		if *out == outJSON {
-			return writeJSON(e.stdout, d)
-		}
+		return d, topicOp(args[0], busReadOp.action), err
+	}, func(w io.Writer, d *bushttp.TopicDetail) error {
 		ti := d.Topic
-		fmt.Fprintf(e.stdout, "topic %s: %d events (%d bytes), sequences %d-%d, %d partitions, %d dead letters\n",
+		fmt.Fprintf(w, "topic %s: %d events (%d bytes), sequences %d-%d, %d partitions, %d dead letters\n",
 			ti.Name, ti.Messages, ti.Bytes, ti.FirstSequence, ti.LastSequence, ti.Partitions, d.DeadLetters)
-		fmt.Fprintf(e.stdout, "retention: max age %s, max bytes %s, max events %s; dedup window %s\n",
+		fmt.Fprintf(w, "retention: max age %s, max bytes %s, max events %s; dedup window %s\n",
 			limitCell(ti.MaxAge), countCell(ti.MaxBytes), countCell(ti.MaxMsgs), limitCell(ti.DedupWindow))
 		if len(d.Groups) == 0 {
 			return nil
 		}
-		t := newTable(e.stdout, "GROUP", "ORDERED", "PENDING", "IN FLIGHT", "REDELIVERED", "ACKED")
+		t := newTable(w, "GROUP", "ORDERED", "PENDING", "IN FLIGHT", "REDELIVERED", "ACKED")
 		for _, gi := range d.Groups {
 			t.row(gi.Name, strconv.FormatBool(gi.Ordered), u64(gi.Pending), strconv.Itoa(gi.InFlight), strconv.Itoa(gi.Redelivered), u64(gi.Acked))
 		}
 		return t.flush()
-	}
-	return cmd
+	})
 }
 
 func limitCell(d time.Duration) string {

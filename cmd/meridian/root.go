@@ -317,6 +317,32 @@ func addOutputFlag(cmd *cobra.Command) *outputFormat {
 	return &o
 }
 
+// readCmd completes cmd as a command that reads from the control plane
+// and prints the answer: as text by default, as JSON with -o json. read
+// returns the answer, or an error and the op that explains it to the user.
+func readCmd[T any](e *env, g *globals, cmd *cobra.Command,
+	read func(ctx context.Context, c *client.Client, args []string) (T, op, error),
+	text func(w io.Writer, v T) error,
+) *cobra.Command {
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := g.client(cmd)
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		v, o, err := read(ctx, c, args)
+		if err != nil {
+			return g.explain(ctx, c, err, o)
+		}
+		if *out == outJSON {
+			return writeJSON(e.stdout, v)
+		}
+		return text(e.stdout, v)
+	}
+	return cmd
+}
+
 // writeJSON prints v as indented JSON.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/bus"
 	"github.com/meridian-platform/meridian/bus/bushttp"
+	"github.com/meridian-platform/meridian/client"
 )
 
 func newSubscriptionsCmd(e *env, g *globals) *cobra.Command {
@@ -128,28 +131,17 @@ func newSubLsCmd(e *env, g *globals) *cobra.Command {
 		Short: "List the push subscriptions",
 		Args:  argsBetween(0, 0, ""),
 	}
-	out := addOutputFlag(cmd)
 	cmd.Flags().StringVar(&topic, "topic", "", "only the subscriptions of this topic")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, err := g.client(cmd)
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
+	return readCmd(e, g, cmd, func(ctx context.Context, c *client.Client, _ []string) (bushttp.SubscriptionList, op, error) {
 		list, err := c.Subscriptions(ctx, topic)
-		if err != nil {
-			return g.explain(ctx, c, err, op{action: "read the event bus"})
-		}
-		if *out == outJSON {
-			return writeJSON(e.stdout, bushttp.SubscriptionList{Subscriptions: orEmpty(list)})
-		}
-		t := newTable(e.stdout, "NAME", "TOPIC", "URL", "MODE", "TYPES", "MAX DELIVERIES", "OWNER")
-		for _, si := range list {
+		return bushttp.SubscriptionList{Subscriptions: orEmpty(list)}, busReadOp, err
+	}, func(w io.Writer, list bushttp.SubscriptionList) error {
+		t := newTable(w, "NAME", "TOPIC", "URL", "MODE", "TYPES", "MAX DELIVERIES", "OWNER")
+		for _, si := range list.Subscriptions {
 			t.row(si.Name, si.Topic, si.URL, string(si.Mode), strings.Join(si.Types, ","), strconv.Itoa(si.MaxDeliveries), si.Owner)
 		}
 		return t.flush()
-	}
-	return cmd
+	})
 }
 
 func newSubShowCmd(e *env, g *globals) *cobra.Command {
@@ -158,21 +150,10 @@ func newSubShowCmd(e *env, g *globals) *cobra.Command {
 		Short: "Show a push subscription, the replica delivering it and its backlog",
 		Args:  argsBetween(1, 1, "NAME"),
 	}
-	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := g.client(cmd)
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
+	return readCmd(e, g, cmd, func(ctx context.Context, c *client.Client, args []string) (*bushttp.SubscriptionInfo, op, error) {
 		si, err := c.Subscription(ctx, args[0])
-		if err != nil {
-			return g.explain(ctx, c, err, subOp(args[0], "read the event bus"))
-		}
-		if *out == outJSON {
-			return writeJSON(e.stdout, si)
-		}
-		w := e.stdout
+		return si, subOp(args[0], busReadOp.action), err
+	}, func(w io.Writer, si *bushttp.SubscriptionInfo) error {
 		fmt.Fprintf(w, "subscription %s: topic %s → %s (%s mode)\n", si.Name, si.Topic, si.URL, si.Mode)
 		fmt.Fprintf(w, "service:  %s\n", orDash(si.Service))
 		fmt.Fprintf(w, "types:    %s\n", orDash(strings.Join(si.Types, ", ")))
@@ -181,10 +162,9 @@ func newSubShowCmd(e *env, g *globals) *cobra.Command {
 		if si.Group != nil {
 			fmt.Fprintf(w, "backlog:  %d pending, %d in flight, %d redelivered\n", si.Group.Pending, si.Group.InFlight, si.Group.Redelivered)
 		}
-		fmt.Fprintf(w, "created:  %s by %s\n", timeCell(si.CreatedAt), orDash(si.CreatedBy))
-		return nil
-	}
-	return cmd
+		_, err := fmt.Fprintf(w, "created:  %s by %s\n", timeCell(si.CreatedAt), orDash(si.CreatedBy))
+		return err
+	})
 }
 
 func backoffCell(s bushttp.Subscription) string {
