@@ -421,6 +421,15 @@ func TestPushHonoursRetryAfter(t *testing.T) {
 }
 
 func TestPushOwnerStoppedOtherReplicaDelivers(t *testing.T) {
+	for _, how := range []string{"stopped", "killed"} {
+		t.Run(how, func(t *testing.T) { testPushTakeover(t, how == "killed") })
+	}
+}
+
+// testPushTakeover stops (or kills) the replica delivering a subscription
+// and checks that the other one takes over: at once when the owner leaves
+// the membership, after MemberTTL when it cannot.
+func testPushTakeover(t *testing.T, kill bool) {
 	ns := natsServer(t, t.TempDir())
 	a := startCP(t, ns.ClientURL(), "", func(c *controlplaneConfig) { c.ReplicaID = "replica-a" })
 	b := startCP(t, ns.ClientURL(), a.secret, func(c *controlplaneConfig) { c.ReplicaID = "replica-b" })
@@ -447,7 +456,11 @@ func TestPushOwnerStoppedOtherReplicaDelivers(t *testing.T) {
 	if owner == "replica-b" {
 		stopped, survivor = b, a
 	}
-	stopped.stop()
+	if kill {
+		stopped.kill()
+	} else {
+		stopped.stop()
+	}
 	publish(t, survivor.Admin, "shipments", "s-2", "shipped")
 	eventually(t, 15*time.Second, "the other replica to take over", func() bool { return slices.Equal(target.ids(), []string{"s-1", "s-2"}) })
 	si, err := survivor.Admin.Subscription(ctx, "ship")

@@ -29,6 +29,9 @@ type cp struct {
 	Admin  *client.Client
 	secret string
 	stop   func()
+	// kill cuts the replica off the store first, as a crash or a partition
+	// would (it cannot leave the membership), then stops it.
+	kill func()
 }
 
 // natsServer starts a NATS server with JetStream in dir on a random port,
@@ -99,6 +102,10 @@ func startCP(t testing.TB, url, adminSecret string, opts ...cpOption) *cp {
 		}
 		ccancel()
 		nc.Close()
+	}
+	c.kill = func() {
+		nc.Close()
+		c.stop()
 	}
 	t.Cleanup(c.stop)
 	c.Admin = c.client(t, c.secret)
