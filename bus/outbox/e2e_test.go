@@ -10,12 +10,14 @@ import (
 
 // TestHundredThousandEventsEndToEnd sends 100,000 events (10,000 with
 // -short) from business transactions through the outbox, a relay and a
-// real JetStream to a consumer group that applies them through the inbox,
+// real JetStream (the bus/jetstream engine on an embedded server) to a
+// consumer group that applies them through the inbox,
 // while things go wrong on the way: the relay is stopped and replaced
 // twice, one publish acknowledgement in 2,500 is lost (the relay
-// re-publishes; the broker drops the copy by its Nats-Msg-Id), and the
-// consumer drops one ack in 1,000 after making its effect (the broker
-// redelivers; the inbox suppresses the copy). Every event's effect must
+// re-publishes; the engine drops the copy by its source and id), and the
+// consumer's handler fails one delivery in 1,000 after making its effect,
+// as if its ack were lost (the engine redelivers; the inbox suppresses the
+// copy). Every event's effect must
 // happen exactly once.
 func TestHundredThousandEventsEndToEnd(t *testing.T) {
 	n := 100_000
@@ -27,8 +29,8 @@ func TestHundredThousandEventsEndToEnd(t *testing.T) {
 		b := startBroker(t)
 		start := time.Now()
 
-		// The consumer group: one member on SQLite, whose one writer would
-		// only make members queue; four on PostgreSQL.
+		// The consumer group: one handler at a time on SQLite, whose one
+		// writer would only make more queue; four on PostgreSQL.
 		workers := 1
 		if d.name == "postgres" {
 			workers = 4
@@ -51,7 +53,7 @@ func TestHundredThousandEventsEndToEnd(t *testing.T) {
 
 		// Relays, one after another, each stopped after a third of the
 		// events.
-		pub := &ackLostPublisher{next: jsPublisher{js: b.js, dedup: true}, every: 2500}
+		pub := &ackLostPublisher{next: b.publisher(true), every: 2500}
 		var published atomic.Int64
 		cfg := fastRelay()
 		cfg.Hooks.Published = func(k int, _ time.Duration) { published.Add(int64(k)) }
@@ -90,12 +92,12 @@ func TestHundredThousandEventsEndToEnd(t *testing.T) {
 		if total != int64(n) || distinct != int64(n) {
 			t.Fatalf("%d effects (%d distinct), want exactly %d", total, distinct, n)
 		}
-		info, err := b.stream.Info(ctx)
+		info, err := b.be.Topic(ctx, topic)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs != uint64(n) {
-			t.Fatalf("stream holds %d events, want %d: the broker dedups the relay's re-sends", info.State.Msgs, n)
+		if info.Messages != uint64(n) {
+			t.Fatalf("topic holds %d events, want %d: the engine dedups the relay's re-sends", info.Messages, n)
 		}
 		if c.lostAcks.Load() == 0 || c.dups.Load() < c.lostAcks.Load() {
 			t.Fatalf("%d acks lost, %d duplicates suppressed: every lost ack is a redelivery the inbox suppresses", c.lostAcks.Load(), c.dups.Load())

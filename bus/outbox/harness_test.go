@@ -16,13 +16,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	_ "modernc.org/sqlite"
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/bus"
 	"github.com/meridian-platform/meridian/bus/inbox"
+	busjs "github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/bus/outbox"
 	"github.com/meridian-platform/meridian/internal/natstest"
 )
@@ -269,151 +268,122 @@ func events(prefix string, n int) []bus.Event {
 	return out
 }
 
-// jsPublisher publishes to a real JetStream. The bus/jetstream engine is
-// not there yet; this stands in for it: structured-mode JSON body, and the
-// event's source and id as Nats-Msg-Id when dedup is on. Turning dedup off
-// lets every re-send reach the stream, for tests of what the inbox does
-// with duplicates.
-type jsPublisher struct {
-	js    jetstream.JetStream
-	dedup bool
-}
-
-func (p jsPublisher) Publish(ctx context.Context, topic string, e bus.Event) error {
-	body, err := e.MarshalJSON()
-	if err != nil {
-		return err
-	}
-	m := &nats.Msg{Subject: topic, Data: body, Header: nats.Header{}}
-	if p.dedup {
-		m.Header.Set(nats.MsgIdHdr, e.Source+" "+e.ID)
-	}
-	_, err = p.js.PublishMsg(ctx, m)
-	return err
-}
-
-// broker is an embedded JetStream with one stream over the subjects
-// "orders.>".
+// broker is a real JetStream, embedded, with the bus/jetstream engine on
+// it and the topic the tests publish to.
 type broker struct {
-	url    string
-	js     jetstream.JetStream
-	stream jetstream.Stream
+	url string
+	be  *busjs.Backend
 }
 
 func startBroker(t testing.TB) *broker {
 	srv := natstest.Start(t)
-	nc := srv.Connect(t)
-	js, err := jetstream.New(nc)
+	be, err := busjs.New(srv.Connect(t), busjs.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { be.Close(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Duplicates: 2 * time.Minute})
-	if err != nil {
+	if _, err := be.EnsureTopic(ctx, bus.TopicConfig{Name: topic, DedupWindow: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	return &broker{url: srv.ClientURL(), js: js, stream: s}
+	return &broker{url: srv.ClientURL(), be: be}
 }
 
-// streamed reads the stream's messages in order and decodes their events.
+// publisher is the engine as the relay's Publisher. With dedup the engine
+// drops a re-sent event (same source and id within the window); without,
+// every re-send reaches the topic, for tests of what the inbox does with
+// duplicates.
+func (b *broker) publisher(dedup bool) outbox.Publisher {
+	return enginePublisher(b.be, dedup)
+}
+
+func enginePublisher(be bus.Publisher, dedup bool) outbox.Publisher {
+	if dedup {
+		return outbox.FromBus(be)
+	}
+	return outbox.PublisherFunc(func(ctx context.Context, topic string, e bus.Event) error {
+		_, err := be.Publish(ctx, topic, e, bus.WithoutDedup())
+		return err
+	})
+}
+
+// streamed reads the topic from its start, in order.
 func (b *broker) streamed(t testing.TB) []bus.Event {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	info, err := b.stream.Info(ctx)
+	info, err := b.be.Topic(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := int(info.State.Msgs)
-	c, err := b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var mu sync.Mutex
 	var out []bus.Event
-	for len(out) < n {
-		batch, err := c.Fetch(min(n-len(out), 1000), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
+	all := make(chan struct{})
+	sub, err := b.be.Subscribe(ctx, topic, "", func(_ context.Context, d *bus.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if out = append(out, d.Event); len(out) == int(info.Messages) {
+			close(all)
 		}
-		for m := range batch.Messages() {
-			var e bus.Event
-			if err := e.UnmarshalJSON(m.Data()); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
+		return nil
+	}, bus.SubscribeOptions{StartAt: bus.StartAt{First: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if info.Messages > 0 {
+		select {
+		case <-all:
+		case <-ctx.Done():
+			t.Fatalf("read %d of the topic's %d events", len(out), info.Messages)
 		}
 	}
-	return out
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]bus.Event(nil), out...)
 }
 
-// counts are a consumer's running totals.
+// counts are a consumer group's running totals.
 type counts struct {
 	deliveries, dups, lostAcks atomic.Int64
 }
 
-// consume runs a member of a durable consumer group through the inbox
-// until ctx ends: every delivery's effect goes through d.process, and the
-// delivery is acknowledged unless loseAck says to drop that ack (a
+// consumeAll subscribes a consumer group whose handler applies each event
+// through the inbox, running workers handlers at once, until stop is
+// called. A delivery for which loseAck says so fails after its effect (a
 // consumer that made its effect and died before acknowledging), which
-// brings a redelivery after the ack wait.
-func consume(ctx context.Context, t testing.TB, b *broker, d *testDB, consumer string, c *counts, loseAck func(delivery int64) bool) {
-	cons, err := b.stream.CreateOrUpdateConsumer(context.Background(), jetstream.ConsumerConfig{
-		Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 5 * time.Second, MaxAckPending: 20_000,
-	})
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(200*time.Millisecond))
+// brings a redelivery.
+func consumeAll(t testing.TB, b *broker, d *testDB, group string, workers int, c *counts, loseAck func(delivery int64) bool) (stop func()) {
+	h := func(ctx context.Context, dl *bus.Delivery) error {
+		dup, err := d.process(ctx, group, dl.Event)
 		if err != nil {
 			t.Error(err)
-			return
+			return err
 		}
-		for m := range batch.Messages() {
-			var e bus.Event
-			if err := e.UnmarshalJSON(m.Data()); err != nil {
-				t.Error(err)
-				return
-			}
-			dup, err := d.process(context.WithoutCancel(ctx), consumer, e)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			n := c.deliveries.Add(1)
-			if dup {
-				c.dups.Add(1)
-			}
-			if loseAck != nil && loseAck(n) {
-				c.lostAcks.Add(1)
-				continue
-			}
-			if err := m.Ack(); err != nil {
-				t.Error(err)
-				return
-			}
+		n := c.deliveries.Add(1)
+		if dup {
+			c.dups.Add(1)
 		}
+		if loseAck != nil && loseAck(n) {
+			c.lostAcks.Add(1)
+			return errors.New("ack lost")
+		}
+		return nil
 	}
-}
-
-// consumeAll runs workers members of the consumer group until stop is
-// called, which waits for them.
-func consumeAll(t testing.TB, b *broker, d *testDB, consumer string, workers int, c *counts, loseAck func(int64) bool) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() { consume(ctx, t, b, d, consumer, c, loseAck) })
+	sub, err := b.be.Subscribe(context.Background(), topic, group, h, bus.SubscribeOptions{
+		Concurrency: workers, MaxDeliveries: -1, Batch: 200, MaxInFlight: 5000, AckWait: time.Minute,
+		RetryPolicy: bus.RetryPolicy{BackOff: []time.Duration{10 * time.Millisecond}}, StartAt: bus.StartAt{First: true},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	stopped := false
 	stop = func() {
 		if !stopped {
 			stopped = true
-			cancel()
-			wg.Wait()
+			if err := sub.Close(); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 	t.Cleanup(stop)

@@ -11,10 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/meridian-platform/meridian/bus"
+	busjs "github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/bus/outbox"
 )
 
@@ -52,11 +52,11 @@ func child() error {
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
+	be, err := busjs.New(nc, busjs.Config{NoAutoCreate: true})
 	if err != nil {
 		return err
 	}
-	pub := jsPublisher{js: js} // no dedup: the parent counts every copy
+	pub := enginePublisher(be, false) // no dedup: the parent counts every copy
 	published := 0
 	killer := outbox.PublisherFunc(func(ctx context.Context, topic string, e bus.Event) error {
 		if err := pub.Publish(ctx, topic, e); err != nil {

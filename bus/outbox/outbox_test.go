@@ -35,7 +35,7 @@ func TestRolledBackEventsAreNeverPublished(t *testing.T) {
 		if err := d.write(ctx, false, topic, events("rolled-back-late", 50)...); err != nil {
 			t.Fatal(err)
 		}
-		relayAll(t, d, jsPublisher{js: b.js}, fastRelay())
+		relayAll(t, d, b.publisher(false), fastRelay())
 		got := b.streamed(t)
 		if len(got) != len(kept) {
 			t.Fatalf("published %d events, want the %d committed ones", len(got), len(kept))
@@ -68,7 +68,7 @@ func TestOrderIsKept(t *testing.T) {
 		cfg.BatchSize = 16
 		var stops []func()
 		for range 3 {
-			r, err := d.relay(jsPublisher{js: b.js}, cfg)
+			r, err := d.relay(b.publisher(false), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,7 +129,7 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 			t.Fatalf("the killed relay published %d events, want %d", got, kill)
 		}
 
-		relayAll(t, d, jsPublisher{js: b.js}, fastRelay())
+		relayAll(t, d, b.publisher(false), fastRelay())
 		if got := len(b.streamed(t)); got != kill+n {
 			t.Fatalf("stream holds %d events, want %d: the restarted relay re-publishes the unmarked batch", got, kill+n)
 		}
@@ -183,7 +183,7 @@ func TestLostPublishAckIsRepublished(t *testing.T) {
 		var errs atomic.Int64
 		cfg := fastRelay()
 		cfg.Hooks.Error = func(error) { errs.Add(1) }
-		pub := &ackLostPublisher{next: jsPublisher{js: b.js}, every: 10}
+		pub := &ackLostPublisher{next: b.publisher(false), every: 10}
 		relayAll(t, d, pub, cfg)
 		got := b.streamed(t)
 		lost := int(errs.Load())
@@ -218,7 +218,7 @@ func TestSentRowsAreCleanedUpAfterRetention(t *testing.T) {
 		cfg.Retention = ms(1)
 		cfg.CleanupInterval = ms(20)
 		cfg.Hooks.Cleaned = func(n int64) { cleaned.Add(n) }
-		r, err := d.relay(jsPublisher{js: b.js}, cfg)
+		r, err := d.relay(b.publisher(false), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +264,7 @@ func wakesIdleRelay(t *testing.T, d *testDB, wake func(*outbox.Relay)) {
 	ctx := context.Background()
 	b := startBroker(t)
 	minute := meridian.Duration(time.Minute)
-	r, err := d.relay(jsPublisher{js: b.js}, outbox.RelayConfig{PollInterval: minute, MaxPollInterval: minute, LeaseTTL: 60 * minute})
+	r, err := d.relay(b.publisher(false), outbox.RelayConfig{PollInterval: minute, MaxPollInterval: minute, LeaseTTL: 60 * minute})
 	if err != nil {
 		t.Fatal(err)
 	}
