@@ -2,10 +2,11 @@ package bus
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
@@ -145,10 +146,14 @@ func WithSource(source string) PublishOption {
 	return func(c *PublishConfig) { c.edits = append(c.edits, func(e *Event) { e.Source = source }) }
 }
 
-// NewID returns a random UUID (version 4), the default event id.
+// NewID returns a random UUID (version 4), the default event id. Its 122
+// random bits come from the runtime's ChaCha8 generator (math/rand/v2),
+// seeded from the operating system: unpredictable enough for an id, and
+// some ten times cheaper than crypto/rand on the publish path.
 func NewID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	var s [36]byte
