@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		batch     = fs.Int("batch", 500, "events a consumer fetches at once")
 		latEvents = fs.Int("latency-events", 5000, "events per latency run")
 		latRate   = fs.Int("latency-rate", 2000, "events per second in the latency run (paced, below saturation)")
-		rounds    = fs.Int("rounds", 3, "rounds; each runs both systems, in alternating order; the table shows medians")
+		rounds    = fs.Int("rounds", 5, "rounds; each runs both systems, in alternating order; the table shows medians")
 		natsd     = fs.String("natsd", "", "natsd binary (run.sh builds it)")
 		cpuServer = fs.Int("cpu-server", 1, "CPU the server is pinned to (-1: not pinned)")
 		cpuClient = fs.Int("cpu-client", 0, "CPU this program is pinned to (-1: not pinned)")
