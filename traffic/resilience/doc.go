@@ -25,7 +25,7 @@
 //	breaker.RoundTripper(b)      per upstream: counts every try, fails fast when open
 //	breaker.RoundTripper(thr)    optional adaptive throttle, same shape
 //	bulkhead.RoundTripper(bh)    per upstream: a slot per try, held until the body is closed
-//	  balancer stage             picks the endpoint: sets Attempt.Endpoint, avoids Attempt.Failed
+//	  balancer stage             outbound.Balance: picks the endpoint, sets Attempt.Endpoint, avoids Attempt.Failed
 //	outlier.RoundTripper(d)      per endpoint: records the try's outcome and latency
 //	deadline.Propagate           writes Meridian-Timeout from what is left of this try
 //	transport                    *http.Transport
@@ -41,7 +41,9 @@
 // another exists. Propagate is last so that each try carries the time left
 // for it, per-try timeout included.
 //
-// resilience.Chain(transport, mws...) applies a list in this order.
+// resilience.Chain(transport, mws...) applies a list in this order;
+// package traffic/outbound compiles it per upstream from a resiliency
+// spec, with a client-side rate limit beside the throttle.
 //
 // # Errors
 //

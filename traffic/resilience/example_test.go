@@ -3,6 +3,7 @@ package resilience_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/traffic/balance"
+	"github.com/meridian-platform/meridian/traffic/discovery"
+	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/resilience"
 	"github.com/meridian-platform/meridian/traffic/resilience/breaker"
 	"github.com/meridian-platform/meridian/traffic/resilience/bulkhead"
@@ -20,9 +24,9 @@ import (
 	"github.com/meridian-platform/meridian/traffic/resilience/retry"
 )
 
-// The chain for one upstream, in the documented order, with its metrics.
-// The balancer stage (traffic/balance) would sit between the bulkhead and
-// the outlier recorder.
+// The chain for one upstream, in the documented order, with its metrics,
+// assembled by hand (traffic/outbound assembles it from a resiliency
+// spec). The balancer stage sends http://orders/ to the instance it picks.
 func Example() {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "deadline header present: %v", r.Header.Get(deadline.Header) != "")
@@ -36,7 +40,18 @@ func Example() {
 	br, _ := breaker.New(breaker.Config{Mode: breaker.ModeErrorRate}, breaker.Options{
 		OnStateChange: m.BreakerStateChange(upstream), OnReject: m.BreakerRejected(upstream)})
 	bh, _ := bulkhead.New(bulkhead.Config{MaxConcurrent: 64, MaxQueue: 32}, bulkhead.Options{OnReject: m.BulkheadRejected(upstream)})
-	od, _ := outlier.New(outlier.Config{}, outlier.Options{OnChange: m.OutlierChange(upstream)})
+	lb, _ := balance.New(upstream, balance.Config{})
+	addr := up.Listener.Addr().(*net.TCPAddr)
+	lb.Update(&discovery.Snapshot{Service: upstream, Instances: []*meridian.Instance{
+		{Service: upstream, ID: "orders-1", Address: addr.IP.String(), Port: addr.Port},
+	}})
+	od, _ := outlier.New(outlier.Config{}, outlier.Options{
+		OnChange: m.OutlierChange(upstream),
+		Eject: func(id string, ejected bool) {
+			if e := lb.Endpoint(id); e != nil {
+				e.SetEjected(ejected)
+			}
+		}})
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -45,11 +60,11 @@ func Example() {
 		retries,
 		breaker.RoundTripper(br, nil),
 		bulkhead.RoundTripper(bh),
-		// balancer stage here
+		outbound.Balance(lb, outbound.BalanceOptions{}),
 		outlier.RoundTripper(od, nil, nil),
 		deadline.Propagate,
 	)}
-	resp, err := client.Get(up.URL)
+	resp, err := client.Get("http://orders/")
 	if err != nil {
 		fmt.Println(err)
 		return
