@@ -29,9 +29,9 @@ type Options struct {
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
-// normalize fills the default and checks the names, which are spliced
+// Normalize fills the default and checks the names, which are spliced
 // into SQL and so must be plain identifiers.
-func (o *Options) normalize() error {
+func (o *Options) Normalize() error {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
@@ -77,7 +77,7 @@ func NewSQLite(db *sql.DB, opts Options) (*Outbox[*sql.Tx], error) {
 	if db == nil {
 		return nil, meridian.FieldError("db", "is required")
 	}
-	if err := opts.normalize(); err != nil {
+	if err := opts.Normalize(); err != nil {
 		return nil, err
 	}
 	return &Outbox[*sql.Tx]{eng: newSQLite(db, opts)}, nil
@@ -89,7 +89,7 @@ func NewPostgres(pool *pgxpool.Pool, opts Options) (*Outbox[pgx.Tx], error) {
 	if pool == nil {
 		return nil, meridian.FieldError("pool", "is required")
 	}
-	if err := opts.normalize(); err != nil {
+	if err := opts.Normalize(); err != nil {
 		return nil, err
 	}
 	return &Outbox[pgx.Tx]{eng: newPostgres(pool, opts)}, nil
