@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -128,33 +127,11 @@ func readBinary(h http.Header, body []byte) (bus.Event, error) {
 		if !ok || len(vs) == 0 {
 			continue
 		}
-		v := unescapeHeader(vs[0])
-		switch name {
-		case "specversion":
-			e.SpecVersion = v
-		case "id":
-			e.ID = v
-		case "source":
-			e.Source = v
-		case "type":
-			e.Type = v
-		case "subject":
-			e.Subject = v
-		case "dataschema":
-			e.DataSchema = v
-		case "datacontenttype":
+		if name == "datacontenttype" {
 			return e, meridian.FieldError("datacontenttype", "travels in the Content-Type header in binary mode, not in ce-datacontenttype")
-		case "time":
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				return e, meridian.FieldError("time", "%q is not an RFC 3339 timestamp", v)
-			}
-			e.Time = t
-		default:
-			if e.Extensions == nil {
-				e.Extensions = map[string]string{}
-			}
-			e.Extensions[name] = v
+		}
+		if err := e.SetAttr(name, bus.DecodeAttr(vs[0])); err != nil {
+			return e, err
 		}
 	}
 	e.DataContentType = h.Get("Content-Type")
@@ -191,7 +168,7 @@ func NewRequest(ctx context.Context, url string, e bus.Event, mode Mode) (*http.
 func SetBinaryHeaders(h http.Header, e bus.Event) {
 	set := func(name, v string) {
 		if v != "" {
-			h[http.CanonicalHeaderKey(headerPrefix+name)] = []string{escapeHeader(v)}
+			h[http.CanonicalHeaderKey(headerPrefix+name)] = []string{bus.EncodeAttr(v)}
 		}
 	}
 	set("specversion", e.SpecVersion)
@@ -209,42 +186,4 @@ func SetBinaryHeaders(h http.Header, e bus.Event) {
 	if e.DataContentType != "" {
 		h.Set("Content-Type", e.DataContentType)
 	}
-}
-
-// escapeHeader percent-encodes a header value by the HTTP binding's rule
-// (section 3.1.3.2): space, '"', '%' and every byte outside printable
-// ASCII, so that no value can break a header line; everything else stays.
-func escapeHeader(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' || r == '"' || r == '%' }) {
-		return s
-	}
-	var b strings.Builder
-	for _, c := range []byte(s) {
-		if c <= ' ' || c > '~' || c == '"' || c == '%' {
-			fmt.Fprintf(&b, "%%%02X", c)
-		} else {
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-// unescapeHeader undoes escapeHeader; a '%' not followed by two hex digits
-// stays as it is, as senders that do not encode may send one.
-func unescapeHeader(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			if c, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(c))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

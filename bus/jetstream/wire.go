@@ -46,21 +46,21 @@ func encode(subject string, e *bus.Event, msgID string) *nats.Msg {
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	set(hdrSpecVersion, e.SpecVersion)
-	set(hdrID, pctEncode(e.ID))
-	set(hdrSource, pctEncode(e.Source))
-	set(hdrType, pctEncode(e.Type))
+	set(hdrID, bus.EncodeAttr(e.ID))
+	set(hdrSource, bus.EncodeAttr(e.Source))
+	set(hdrType, bus.EncodeAttr(e.Type))
 	set(hdrTime, e.Time.UTC().Format(time.RFC3339Nano))
 	if e.Subject != "" {
-		set(hdrSubject, pctEncode(e.Subject))
+		set(hdrSubject, bus.EncodeAttr(e.Subject))
 	}
 	if e.DataSchema != "" {
-		set(hdrDataSchema, pctEncode(e.DataSchema))
+		set(hdrDataSchema, bus.EncodeAttr(e.DataSchema))
 	}
 	if e.DataContentType != "" {
-		set(hdrContentType, pctEncode(e.DataContentType))
+		set(hdrContentType, bus.EncodeAttr(e.DataContentType))
 	}
 	for k, v := range e.Extensions {
-		set(hdrPrefix+k, pctEncode(v))
+		set(hdrPrefix+k, bus.EncodeAttr(v))
 	}
 	if msgID != "" {
 		set(nats.MsgIdHdr, msgID)
@@ -79,7 +79,7 @@ func decode(h nats.Header, data []byte) (bus.Event, error) {
 		}
 		if len(k) <= len(hdrPrefix) || !strings.EqualFold(k[:len(hdrPrefix)], hdrPrefix) {
 			if strings.EqualFold(k, hdrContentType) {
-				e.DataContentType = pctDecode(vs[0])
+				e.DataContentType = bus.DecodeAttr(vs[0])
 			}
 			continue
 		}
@@ -87,33 +87,8 @@ func decode(h nats.Header, data []byte) (bus.Event, error) {
 		if hasUpper(name) {
 			name = strings.ToLower(name)
 		}
-		v := pctDecode(vs[0])
-		switch name {
-		case "specversion":
-			e.SpecVersion = v
-		case "id":
-			e.ID = v
-		case "source":
-			e.Source = v
-		case "type":
-			e.Type = v
-		case "subject":
-			e.Subject = v
-		case "dataschema":
-			e.DataSchema = v
-		case "datacontenttype":
-			e.DataContentType = v
-		case "time":
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				return e, meridian.FieldError("time", "%q is not an RFC 3339 time", v)
-			}
-			e.Time = t
-		default:
-			if e.Extensions == nil {
-				e.Extensions = make(map[string]string, len(h))
-			}
-			e.Extensions[name] = v
+		if err := e.SetAttr(name, bus.DecodeAttr(vs[0])); err != nil {
+			return e, err
 		}
 	}
 	if e.SpecVersion == "" {
@@ -130,65 +105,6 @@ func decode(h nats.Header, data []byte) (bus.Event, error) {
 		}
 	}
 	return e, nil
-}
-
-func mustEncode(c byte) bool { return c <= ' ' || c > '~' || c == '"' || c == '%' }
-
-const hexDigits = "0123456789ABCDEF"
-
-func pctEncode(s string) string {
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if mustEncode(s[i]) {
-			n++
-		}
-	}
-	if n == 0 {
-		return s
-	}
-	b := make([]byte, 0, len(s)+2*n)
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; mustEncode(c) {
-			b = append(b, '%', hexDigits[c>>4], hexDigits[c&15])
-		} else {
-			b = append(b, c)
-		}
-	}
-	return string(b)
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
-// pctDecode undoes pctEncode; a '%' not followed by two hex digits is kept
-// as it is.
-func pctDecode(s string) string {
-	if strings.IndexByte(s, '%') < 0 {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			hi, ok1 := unhex(s[i+1])
-			lo, ok2 := unhex(s[i+2])
-			if ok1 && ok2 {
-				b = append(b, hi<<4|lo)
-				i += 2
-				continue
-			}
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
 }
 
 func hasUpper(s string) bool {

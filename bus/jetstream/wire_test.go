@@ -63,20 +63,3 @@ func TestDecodeNamesTheAttribute(t *testing.T) {
 		})
 	}
 }
-
-func TestPercentEncoding(t *testing.T) {
-	for _, s := range []string{"", "plain", "a b", "100%", "%zz", "%4", "\x00\x7f", "日本", `"q"`} {
-		enc := pctEncode(s)
-		for i := 0; i < len(enc); i++ {
-			if c := enc[i]; c <= ' ' || c > '~' || c == '"' {
-				t.Fatalf("pctEncode(%q) = %q keeps byte %q", s, enc, c)
-			}
-		}
-		if dec := pctDecode(enc); dec != s {
-			t.Fatalf("pctDecode(pctEncode(%q)) = %q", s, dec)
-		}
-	}
-	if got := pctDecode("%zz%4"); got != "%zz%4" {
-		t.Fatalf("malformed escapes changed: %q", got)
-	}
-}
