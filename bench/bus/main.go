@@ -34,7 +34,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 func main() {
@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	if *cpuClient >= 0 {
-		if err := pinSelf(*cpuClient); err != nil {
+		if err := benchenv.PinSelf(*cpuClient); err != nil {
 			return fmt.Errorf("pin to CPU %d: %w", *cpuClient, err)
 		}
 	}
@@ -347,35 +347,12 @@ func startServer(ctx context.Context, bin, dir string, cpu int) (url string, pid
 	return "", 0, nil, errors.New("natsd did not start")
 }
 
-// pinSelf pins every thread of this process to cpu (the runtime's threads
-// inherit it from then on).
-func pinSelf(cpu int) error {
-	var set unix.CPUSet
-	set.Set(cpu)
-	for range 2 {
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return err
-		}
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // waitQuiet waits (up to d) until no Go build runs on the machine, so that
 // we do not measure beside one; it warns if it gave up.
 func waitQuiet(ctx context.Context, log io.Writer, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for {
-		b := buildRunning()
+		b := benchenv.BuildRunning()
 		if b == "" {
 			return
 		}
@@ -389,22 +366,4 @@ func waitQuiet(ctx context.Context, log io.Writer, d time.Duration) {
 		case <-time.After(2 * time.Second):
 		}
 	}
-}
-
-func buildRunning() string {
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		switch c := strings.TrimSpace(string(comm)); c {
-		case "compile", "link", "asm", "cgo", "vet":
-			return c + " pid " + p.Name()
-		}
-	}
-	return ""
 }

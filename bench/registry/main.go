@@ -28,7 +28,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 func main() {
@@ -91,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	pinned := "not pinned"
 	if *cpuLoad >= 0 {
-		if err := pinSelf(*cpuLoad); err != nil {
+		if err := benchenv.PinSelf(*cpuLoad); err != nil {
 			return fmt.Errorf("pin the load generator to cpu %d: %w", *cpuLoad, err)
 		}
 		runtime.GOMAXPROCS(1)
@@ -275,30 +275,6 @@ func printTable(w io.Writer, results map[string][]result, ttl time.Duration) {
 	tw.Flush()
 }
 
-// pinSelf binds every thread of this process to cpu. Threads the Go runtime
-// starts later are cloned from these and inherit the binding; going over
-// the list twice catches one started while the first pass ran.
-func pinSelf(cpu int) error {
-	var set unix.CPUSet
-	set.Set(cpu)
-	for range 2 {
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return err
-		}
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // waitQuiet waits (up to d) until no Go build runs on the machine (a
 // compile, link, asm, cgo or vet process) and the other processes used
 // less than maxNoise cores over the last two seconds, so that we do not
@@ -315,7 +291,7 @@ func waitQuiet(ctx context.Context, log io.Writer, d time.Duration, maxNoise flo
 		}
 		cores, build := nz.end()
 		if build == "" {
-			build = buildRunning()
+			build = benchenv.BuildRunning()
 		}
 		why := ""
 		switch {
@@ -339,22 +315,4 @@ func waitQuiet(ctx context.Context, log io.Writer, d time.Duration, maxNoise flo
 			return
 		}
 	}
-}
-
-func buildRunning() string {
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		switch c := strings.TrimSpace(string(comm)); c {
-		case "compile", "link", "asm", "cgo", "vet":
-			return c + " pid " + p.Name()
-		}
-	}
-	return ""
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
@@ -317,7 +319,7 @@ func watchNoise(serverPID int) *noise {
 			case <-t.C:
 			}
 			if n.build == "" {
-				n.build = buildRunning()
+				n.build = benchenv.BuildRunning()
 			}
 		}
 	}()
