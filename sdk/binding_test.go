@@ -14,6 +14,7 @@ import (
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/internal/cptest"
+	"github.com/meridian-platform/meridian/internal/logtest"
 )
 
 // The binding tests run against the real control plane (package cptest),
@@ -101,33 +102,6 @@ func bind[T any](t *testing.T, src ConfigSource, key string, rec *recorder[T], o
 	}
 	t.Cleanup(b.Close)
 	return b
-}
-
-// logCounter is a slog.Handler that counts records by message, so that a
-// test can wait until a binding has reported what it went through.
-type logCounter struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func newLogCounter() *logCounter { return &logCounter{n: map[string]int{}} }
-
-func (h *logCounter) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *logCounter) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.n[r.Message]++
-	return nil
-}
-
-func (h *logCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *logCounter) WithGroup(string) slog.Handler      { return h }
-
-func (h *logCounter) count(msg string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.n[msg]
 }
 
 func TestBindConfigFollowsRevisionsAndKeepsTheLastGoodValue(t *testing.T) {
@@ -264,7 +238,7 @@ func TestBindConfigResumesAfterReconnect(t *testing.T) {
 	cp := cptest.Start(t)
 	const key = "prod/orders/limits"
 	putConfig(t, cp.Client, key, meridian.FormatJSON, `{"max_items": 1}`)
-	logs := newLogCounter()
+	logs := logtest.NewCounter()
 	rec := newRecorder[limits]()
 	b := bind(t, cp.Client, key, rec, BindLogger(slog.New(logs)))
 	putConfig(t, cp.Client, key, meridian.FormatJSON, `{"max_items": 2}`)
@@ -279,7 +253,7 @@ func TestBindConfigResumesAfterReconnect(t *testing.T) {
 	last := putConfig(t, peer.Client, key, meridian.FormatJSON, `{"max_items": 4}`)
 	// Its watch broke, and at least one reconnect has failed since.
 	eventually(t, "the binding's watch to break and a reconnect to fail", func() bool {
-		return logs.count("config watch broke; keeping the current value") >= 2
+		return logs.Count("config watch broke; keeping the current value") >= 2
 	})
 	if b.Get().MaxItems != 2 {
 		t.Fatalf("Get = %+v during the outage, want the last value", b.Get())

@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/internal/cptest"
 	"github.com/meridian-platform/meridian/internal/loadtest"
+	"github.com/meridian-platform/meridian/internal/logtest"
 )
 
 // These tests run Go services calling each other by name: every service
@@ -208,7 +209,7 @@ func TestResiliencySpecFromTheConfigCenter(t *testing.T) {
 	}))
 	caller := testConfig(cp)
 	caller.Name = "checkout"
-	logs := newLogCounter()
+	logs := logtest.NewCounter()
 	caller.Logger = slog.New(logs)
 	checkout := run(t, caller, nil)
 	waitReady(t, orders)
@@ -245,7 +246,7 @@ targets:
 	// An invalid revision is rejected; the spec in force stays.
 	put("targets:\n  orders: {retry: fast}\n")
 	eventually(t, "the invalid revision to be rejected", func() bool {
-		return logs.count("config revision rejected; keeping the last good value") == 1
+		return logs.Count("config revision rejected; keeping the last good value") == 1
 	})
 	if checkout.Outbound().Spec().Targets["orders"].Timeout != "short" {
 		t.Fatal("an invalid revision replaced the spec")

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/internal/cptest"
+	"github.com/meridian-platform/meridian/internal/logtest"
 )
 
 // These tests run the cache through the real client against the real
@@ -77,31 +77,6 @@ func converge(t *testing.T, c *Cache, cl *client.Client, wantIDs ...string) *Sna
 	}
 }
 
-// logCounter is a slog.Handler that counts records by message, so that a
-// test can wait until the cache has reported what it went through.
-type logCounter struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (h *logCounter) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *logCounter) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.n[r.Message]++
-	return nil
-}
-
-func (h *logCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *logCounter) WithGroup(string) slog.Handler      { return h }
-
-func (h *logCounter) count(msg string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.n[msg]
-}
-
 func TestCacheOverHTTP(t *testing.T) {
 	cp := cptest.Start(t)
 	// a's health is whatever the control plane's probes of this endpoint
@@ -120,7 +95,7 @@ func TestCacheOverHTTP(t *testing.T) {
 	register(t, cp.Client, instance("b"))
 	register(t, cp.Client, meridian.Instance{Service: "payments", ID: "p", Address: "10.0.0.9", Port: 9090})
 
-	logs := &logCounter{n: map[string]int{}}
+	logs := logtest.NewCounter()
 	c := start(t, cp.Client, WithLogger(slog.New(logs)))
 	waitSnapshot(t, c, "orders")
 	converge(t, c, cp.Client, "a", "b")
@@ -133,7 +108,7 @@ func TestCacheOverHTTP(t *testing.T) {
 	// and serves the last set meanwhile.
 	cp.Stop()
 	eventually(t, "the watch to break and a reconnect to fail", func() bool {
-		return logs.count("discovery: registry watch broke; serving the last known instances") >= 2
+		return logs.Count("discovery: registry watch broke; serving the last known instances") >= 2
 	})
 	if got := c.Snapshot("orders"); got != s {
 		t.Fatalf("snapshot changed when the control plane went down: %+v", got)
