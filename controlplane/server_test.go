@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-platform/meridian/controlplane"
 	"github.com/meridian-platform/meridian/controlplane/store/jetstream"
 	"github.com/meridian-platform/meridian/internal/natsembed"
+	"github.com/meridian-platform/meridian/internal/testwait"
 )
 
 // cp is a control-plane replica under test, on a real JetStream.
@@ -145,13 +146,7 @@ func waitReady(t testing.TB, url string) {
 // It asserts that something happens, never how fast.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(t, within, what, cond)
 }
 
 func readFile(t *testing.T, dir, name string) string {

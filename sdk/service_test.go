@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/internal/cptest"
+	"github.com/meridian-platform/meridian/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -122,13 +123,7 @@ func waitReady(t *testing.T, r *running) {
 // asserts that something happens, never how fast.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, what, cond)
 }
 
 // recordingCP is the real client of the control plane, keeping a record of

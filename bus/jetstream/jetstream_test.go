@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-platform/meridian/bus"
 	"github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/internal/natstest"
+	"github.com/meridian-platform/meridian/internal/testwait"
 )
 
 // idSet is an idempotent consumer's memory: the ids it has handled.
@@ -46,13 +47,7 @@ func (s *idSet) len() (distinct, calls int) {
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, d, what, cond)
 }
 
 // waitProgress waits until count reaches n, giving up after limit in all

@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-platform/meridian/bus"
 	"github.com/meridian-platform/meridian/bus/bushttp"
 	busjetstream "github.com/meridian-platform/meridian/bus/jetstream"
+	"github.com/meridian-platform/meridian/internal/testwait"
 )
 
 // eventSink is a push target: it records the ids of the events POSTed to
@@ -220,11 +221,5 @@ func TestEventsFromShellCurlAndCLIEndToEnd(t *testing.T) {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(t, 20*time.Second, what, cond)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/meridian-platform/meridian/client"
 	"github.com/meridian-platform/meridian/internal/cptest"
 	"github.com/meridian-platform/meridian/internal/logtest"
+	"github.com/meridian-platform/meridian/internal/testwait"
 )
 
 // These tests run the cache through the real client against the real
@@ -151,11 +152,5 @@ func TestCacheOverHTTP(t *testing.T) {
 // eventually polls cond until it holds or a generous deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, what, cond)
 }

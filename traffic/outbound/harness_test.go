@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/internal/cptest"
+	"github.com/meridian-platform/meridian/internal/testwait"
 	"github.com/meridian-platform/meridian/traffic/discovery"
 	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/policy"
@@ -217,13 +218,7 @@ func (in *instance) restart() { in.start(in.addr) }
 // asserts that something happens, never how fast.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 20*time.Second, what, cond)
 }
 
 // isOpen reports whether err is a fast failure of an open breaker.
