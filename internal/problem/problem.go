@@ -84,10 +84,21 @@ func Write(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) 
 	if !errors.As(err, &me) {
 		me = &meridian.Error{Code: meridian.CodeInternal, Err: err}
 	}
+	write(w, r, log, Status(me.Code), me)
+}
+
+// WriteStatus answers err as a problem with a status its code does not
+// say: a proxy's 502 and 504, which are unavailable to a client but tell
+// an operator whether the upstream failed or was slow.
+func WriteStatus(w http.ResponseWriter, r *http.Request, status int, err *meridian.Error) {
+	write(w, r, nil, status, err)
+}
+
+func write(w http.ResponseWriter, r *http.Request, log *slog.Logger, status int, me *meridian.Error) {
 	d := Details{
 		Type:            TypeBase + string(me.Code),
-		Title:           http.StatusText(Status(me.Code)),
-		Status:          Status(me.Code),
+		Title:           http.StatusText(status),
+		Status:          status,
 		Code:            string(me.Code),
 		Field:           me.Field,
 		CurrentRevision: me.Current,
@@ -97,7 +108,7 @@ func Write(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) 
 	case meridian.CodeInternal:
 		d.Detail = "internal error; the server log has the details"
 		if log != nil {
-			log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+			log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", me.Err)
 		}
 	default:
 		d.Detail = me.Error()

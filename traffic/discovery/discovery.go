@@ -87,6 +87,26 @@ type Snapshot struct {
 //	}
 func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
 
+// Fixed returns a Snapshot of a fixed set of instances that never changes:
+// for upstreams given by address (a gateway route's static URLs), so that
+// they are balanced and guarded like a registered service's instances.
+func Fixed(service string, instances []*meridian.Instance) *Snapshot {
+	return &Snapshot{Service: service, Instances: instances, changed: make(chan struct{})}
+}
+
+// Subset returns a view of s holding the instances keep accepts, under the
+// name service (a gateway's canary subset "orders, version v2"). It changes
+// when s does: its Changed is s's.
+func (s *Snapshot) Subset(service string, keep func(*meridian.Instance) bool) *Snapshot {
+	var in []*meridian.Instance
+	for _, i := range s.Instances {
+		if keep(i) {
+			in = append(in, i)
+		}
+	}
+	return &Snapshot{Service: service, Index: s.Index, Instances: in, changed: s.changed}
+}
+
 // Option configures a Cache.
 type Option func(*Cache)
 

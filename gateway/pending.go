@@ -1,0 +1,22 @@
+package gateway
+
+// Placeholders for the edge packages being built alongside.
+type AuthConfig struct{}
+
+func (*AuthConfig) Validate() error { return nil }
+
+type AuthRequirement struct{}
+
+func (*AuthRequirement) Validate(*AuthConfig) error { return nil }
+
+type CORSConfig struct{}
+
+func (*CORSConfig) Validate() error { return nil }
+
+type AggregateConfig struct{}
+
+func (*AggregateConfig) Validate() error { return nil }
+
+type TranscodeConfig struct{}
+
+func (*TranscodeConfig) Validate() error { return nil }
