@@ -50,8 +50,8 @@ type Gateway struct {
 	metrics *metrics
 	misses  *routeMetrics
 
-	cur atomic.Pointer[router]
-	mu  sync.Mutex // serializes Apply
+	cur   atomic.Pointer[router]
+	mu    sync.Mutex // serializes Apply
 	rev   atomic.Uint64
 	ready atomic.Bool
 
