@@ -42,7 +42,7 @@ type Config struct {
 
 // RateLimit is an edge rate limit: Limit per key.
 type RateLimit struct {
-	ratelimit.Limit
+	ratelimit.Limit `yaml:",inline"`
 	// Key is what a client is: "ip" (the peer address; default),
 	// "subject" (the authenticated subject, else the IP), "api_key" (the
 	// API key's name, else the IP) or "header:<Name>" (the header's
@@ -134,7 +134,7 @@ type Upstream struct {
 
 // Backend is one target of a split.
 type Backend struct {
-	Upstream
+	Upstream `yaml:",inline"`
 	// Weight is the share of requests not taken by a When, relative to
 	// the other backends' weights. 0: only requests matching When.
 	Weight int `json:"weight"`
@@ -180,7 +180,7 @@ type HeaderOp struct {
 // background, never waited for, and its answer is discarded; requests
 // with bodies over 64 KiB are not mirrored.
 type Mirror struct {
-	Upstream
+	Upstream `yaml:",inline"`
 	// Percent is the share of requests mirrored, 0-100. Default 100.
 	Percent float64 `json:"percent,omitempty"`
 }
@@ -220,9 +220,9 @@ func decodeError(err error) error {
 		msg := ye.GetMessage()
 		if tok := ye.GetToken(); tok != nil && tok.Position != nil {
 			return &meridian.Error{Code: meridian.CodeInvalid,
-				Message: fmt.Sprintf("line %d, column %d: %s", tok.Position.Line, tok.Position.Column, msg), Err: err}
+				Message: fmt.Sprintf("line %d, column %d: %s", tok.Position.Line, tok.Position.Column, msg)}
 		}
-		return &meridian.Error{Code: meridian.CodeInvalid, Message: msg, Err: err}
+		return &meridian.Error{Code: meridian.CodeInvalid, Message: msg}
 	}
 	return &meridian.Error{Code: meridian.CodeInvalid, Message: strings.TrimPrefix(err.Error(), "json: "), Err: err}
 }
