@@ -8,6 +8,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/gateway/aggregate"
 	"github.com/meridian-platform/meridian/traffic/policy"
 	"github.com/meridian-platform/meridian/traffic/ratelimit"
 )
@@ -62,8 +63,10 @@ type Route struct {
 	// Split sends each request to one backend: the first whose When
 	// matches the request, else one chosen at random by weight.
 	Split []Backend `json:"split,omitempty"`
-	// Aggregate calls several upstreams in parallel and merges their JSON.
-	Aggregate *AggregateConfig `json:"aggregate,omitempty"`
+	// Aggregate calls several upstreams in parallel and merges their JSON
+	// (package gateway/aggregate). Branch URLs name services
+	// (http://orders/v1/orders/{id}) or fixed hosts.
+	Aggregate *aggregate.Config `json:"aggregate,omitempty"`
 	// Transcode serves REST/JSON (google.api.http rules) from a gRPC
 	// upstream; the route's upstream must speak gRPC.
 	Transcode *TranscodeConfig `json:"transcode,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/gateway/aggregate"
 	"github.com/meridian-platform/meridian/internal/problem"
 	"github.com/meridian-platform/meridian/traffic/ratelimit"
 )
@@ -107,8 +108,10 @@ func itoa(n int64) string {
 	}
 }
 
+// aggregate is the terminal of an aggregation route: its branches go
+// through the same data path as forwarded requests.
 func (g *Gateway) aggregate(rc *Route) (http.Handler, error) {
-	return nil, errors.New("aggregate: not yet")
+	return aggregate.New(*rc.Aggregate, g.h1, g.log)
 }
 
 func (g *Gateway) transcode(rc *Route, f *forward) (http.Handler, error) {

@@ -13,10 +13,6 @@ type CORSConfig struct{}
 
 func (*CORSConfig) Validate() error { return nil }
 
-type AggregateConfig struct{}
-
-func (*AggregateConfig) Validate() error { return nil }
-
 type TranscodeConfig struct{}
 
 func (*TranscodeConfig) Validate() error { return nil }

@@ -323,3 +323,42 @@ routes:
 		t.Fatalf("%d oversized requests reached the upstream", forwarded)
 	}
 }
+
+// TestAggregateThroughGateway: one route fans out to three upstreams; the
+// slow branch times out and the failing one fails, and with on_failure
+// partial the client gets the good branch and both errors.
+func TestAggregateThroughGateway(t *testing.T) {
+	good := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"`+r.URL.Path[len("/orders/"):]+`"}`)
+	})
+	slow := upstream(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	failing := upstream(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", 500) })
+	base, _ := startGateway(t, `
+default: {retry: none}
+routes:
+  - name: order-page
+    match: {path: "/pages/order/{id}"}
+    aggregate:
+      on_failure: partial
+      branches:
+        - {name: order, url: "UPSTREAM1/orders/{id}"}
+        - {name: reviews, url: "UPSTREAM2/reviews", timeout: 100ms}
+        - {name: stock, url: "UPSTREAM3/stock"}
+`, good, slow, failing)
+	resp, body := get(t, base+"/pages/order/42")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if string(got["order"]) != `{"id":"42"}` || string(got["reviews"]) != "null" || string(got["stock"]) != "null" {
+		t.Fatalf("merged %s", body)
+	}
+	var errs map[string]struct{ Status int }
+	_ = json.Unmarshal(got["_errors"], &errs)
+	if errs["reviews"].Status != 504 || errs["stock"].Status != 500 {
+		t.Fatalf("_errors %s", got["_errors"])
+	}
+}
