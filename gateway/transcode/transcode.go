@@ -76,6 +76,19 @@
 //   - An upstream that cannot be reached: whatever the proxy answers,
 //     mapped as an HTTP error (httputil.ReverseProxy's 502 becomes
 //     UNAVAILABLE, so 503).
+//
+// # Not here
+//
+//   - Schemas from the upstream's server reflection: the set is a file the
+//     route names, so what the gateway exposes is reviewed with the route,
+//     not whatever the service happens to advertise.
+//   - Reloading: a changed file takes effect when the gateway rebuilds
+//     the route, as any route change does.
+//   - Client and bidirectional streams over REST, and server streams of
+//     messages over REST (vanguard's limits, above); Connect streaming
+//     carries all three, gRPC-Web server streams.
+//   - Stripping a client's own x-meridian-subject: that is the gateway's
+//     edge filters' job, before this handler.
 package transcode
 
 import (
