@@ -43,17 +43,20 @@ type ConfigCenter struct {
 	b        store.Bucket
 	log      *slog.Logger
 	maxValue int
+	validate func(key string, format meridian.ConfigFormat, value string) error // Config.ValidateConfig; may be nil
 	mirror   *mirror
 
 	mu     sync.RWMutex
 	latest map[string]meridian.ConfigEntry // live keys only
 }
 
-func newConfigCenter(b store.Bucket, log *slog.Logger, maxValue int) *ConfigCenter {
+func newConfigCenter(b store.Bucket, log *slog.Logger, maxValue int,
+	validate func(key string, format meridian.ConfigFormat, value string) error,
+) *ConfigCenter {
 	if maxValue <= 0 {
 		maxValue = meridian.DefaultMaxValueSize
 	}
-	c := &ConfigCenter{b: b, log: log, maxValue: maxValue, latest: map[string]meridian.ConfigEntry{}}
+	c := &ConfigCenter{b: b, log: log, maxValue: maxValue, validate: validate, latest: map[string]meridian.ConfigEntry{}}
 	c.mirror = newMirror(b, "config", log, c.apply)
 	return c
 }
@@ -203,6 +206,89 @@ func firstLine(s string) string {
 	return first
 }
 
+// maxProblemsShown bounds how many of a refused value's problems an
+// answer lists; the others are counted.
+const maxProblemsShown = 20
+
+// valueProblems returns the problems in an error of Config.ValidateConfig:
+// its *meridian.Errors, joined or not; any other error becomes one with its
+// text as the message.
+func valueProblems(err error) []*meridian.Error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*meridian.Error
+		for _, e := range j.Unwrap() {
+			out = append(out, valueProblems(e)...)
+		}
+		return out
+	}
+	var me *meridian.Error
+	if errors.As(err, &me) {
+		return []*meridian.Error{me}
+	}
+	return []*meridian.Error{{Message: err.Error()}}
+}
+
+// subField is field within parent: "parent.field", or parent alone.
+func subField(parent, field string) string {
+	switch {
+	case parent == "":
+		return field
+	case field == "":
+		return parent
+	}
+	return parent + "." + field
+}
+
+// problemList shows problems as "field: message", fields within parent,
+// joined by "; ". Only Field and Message are shown: a problem's cause is
+// for logs.
+func problemList(parent string, ps []*meridian.Error) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i == maxProblemsShown {
+			fmt.Fprintf(&b, "; and %d more", len(ps)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		if f := subField(parent, p.Field); f != "" {
+			b.WriteString(f + ": ")
+		}
+		msg := p.Message
+		if msg == "" {
+			msg = "is not valid"
+		}
+		b.WriteString(msg)
+	}
+	return b.String()
+}
+
+// checkValue runs Config.ValidateConfig on a write of key that passed
+// checkWrite; it returns the hook's error as is.
+func (c *ConfigCenter) checkValue(key string, w ConfigWrite) error {
+	if c.validate == nil {
+		return nil
+	}
+	return c.validate(key, w.Format, w.Value)
+}
+
+// refusedPut is the answer to a put whose value the hook refused: the
+// first problem's field within "value" is the field, and the message goes
+// on with the others, so the detail lists them all.
+func refusedPut(err error) error {
+	ps := valueProblems(err)
+	first := ps[0]
+	msg := first.Message
+	if msg == "" {
+		msg = "is not valid"
+	}
+	if len(ps) > 1 {
+		msg += "; " + problemList("value", ps[1:])
+	}
+	return &meridian.Error{Code: meridian.CodeInvalid, Field: subField("value", first.Field), Message: msg}
+}
+
 // Put writes a new revision of key.
 func (c *ConfigCenter) Put(ctx context.Context, key string, w ConfigWrite) (*meridian.ConfigEntry, error) {
 	if err := meridian.ValidateConfigKey("key", key); err != nil {
@@ -211,6 +297,14 @@ func (c *ConfigCenter) Put(ctx context.Context, key string, w ConfigWrite) (*mer
 	if err := c.checkWrite(&w); err != nil {
 		return nil, err
 	}
+	if err := c.checkValue(key, w); err != nil {
+		return nil, refusedPut(err)
+	}
+	return c.write(ctx, key, w)
+}
+
+// write stores w, checked, as key's new revision.
+func (c *ConfigCenter) write(ctx context.Context, key string, w ConfigWrite) (*meridian.ConfigEntry, error) {
 	rec := configRecord{Value: w.Value, Format: w.Format, Author: w.Author, Message: w.Message, Time: time.Now().UTC()}
 	val := encodeConfig(rec)
 	var rev uint64
@@ -391,7 +485,10 @@ func (c *ConfigCenter) Diff(ctx context.Context, key string, from, to uint64) (*
 }
 
 // Rollback writes revision rev's value and format again, as a new
-// revision by author. An empty message becomes "rollback to revision N".
+// revision by author. An empty message becomes "rollback to revision N". A
+// value that Config.ValidateConfig refuses now (it may have been written
+// under older rules, or before the hook was set) is not written again:
+// CodeInvalid on the field "revision", naming the problems.
 func (c *ConfigCenter) Rollback(ctx context.Context, key string, rev uint64, author, message string) (*meridian.ConfigEntry, error) {
 	if err := meridian.ValidateConfigKey("key", key); err != nil {
 		return nil, err
@@ -406,7 +503,14 @@ func (c *ConfigCenter) Rollback(ctx context.Context, key string, rev uint64, aut
 	if message == "" {
 		message = fmt.Sprintf("rollback to revision %d", rev)
 	}
-	return c.Put(ctx, key, ConfigWrite{Value: old.Value, Format: old.Format, Author: author, Message: message})
+	w := ConfigWrite{Value: old.Value, Format: old.Format, Author: author, Message: message}
+	if err := c.checkWrite(&w); err != nil {
+		return nil, err
+	}
+	if err := c.checkValue(key, w); err != nil {
+		return nil, meridian.FieldError("revision", "%d's value is no longer valid for config key %q: %s", rev, key, problemList("", valueProblems(err)))
+	}
+	return c.write(ctx, key, w)
 }
 
 // event turns a watched change into its SSE name, id and data.

@@ -47,6 +47,22 @@ type Config struct {
 	Metrics *prometheus.Registry
 	// MaxConfigValue is the largest config value in bytes; default 512 KiB.
 	MaxConfigValue int
+	// ValidateConfig, when set, checks a config value against what its key
+	// is for: the server wires a routing document's or a resiliency spec's
+	// parser here for their keys. It is called on every put and every
+	// rollback, after the value parsed in its format (format is never
+	// empty: text by default) and before anything is written. An error
+	// refuses the write: nothing is stored and the caller gets 400 (code
+	// invalid) whatever the error's own code. The *meridian.Errors in it,
+	// joined or not, keep their Field as a path inside the value: a put
+	// answers field "value.<Field>" ("value" when Field is empty) and lists
+	// every problem in the detail; a rollback answers field "revision" and
+	// names the paths in the detail. Only the Field and Message of each are
+	// shown, never the cause; any other error is shown by its text. It must
+	// be safe for concurrent use and return nil for keys it does not
+	// govern. Deletes are not checked. Nil: every value that parses is
+	// accepted.
+	ValidateConfig func(key string, format meridian.ConfigFormat, value string) error
 	// HealthWorkers is how many health probes run at once; default 32.
 	HealthWorkers int
 	// MemberTTL is how long a replica that stopped refreshing its membership
@@ -142,7 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		reg: regB, leases: leaseB, members: memberB, self: cfg.ReplicaID, memberTTL: cfg.MemberTTL,
 		workers: cfg.HealthWorkers, log: s.log, metrics: s.metrics,
 	})
-	s.config = newConfigCenter(configB, s.log, cfg.MaxConfigValue)
+	s.config = newConfigCenter(configB, s.log, cfg.MaxConfigValue, cfg.ValidateConfig)
 	if cfg.Bus != nil {
 		subB, err := cfg.Store.Bucket(ctx, "subscriptions", store.BucketConfig{History: 1})
 		if err != nil {
