@@ -31,14 +31,13 @@ func lookupClaim(claims map[string]any, path string) (any, bool) {
 
 // claimList reads a claim that lists names: a string is split at any of
 // seps, an array contributes its string elements. Names that could not
-// travel in the forwarded header (empty, holding a control character or a
-// comma) are dropped, so Roles and Scopes always match what the upstream
-// reads back.
+// travel in the forwarded header as they are (empty, holding a control
+// character or a comma, or with surrounding space) are dropped, so Roles
+// and Scopes always match what the upstream reads back.
 func claimList(v any, seps string) []string {
 	var out []string
 	add := func(s string) {
-		s = strings.TrimSpace(s)
-		if validName(s, ",") {
+		if validName(s, ",") && strings.TrimSpace(s) == s {
 			out = append(out, s)
 		}
 	}

@@ -98,6 +98,8 @@ type keySource struct {
 	lastAttempt atomic.Pointer[time.Time] // start of the last fetch; nil before the first
 	fetches     atomic.Int64              // fetches started, for tests
 
+	inFlight atomic.Bool // a fetch is in progress: join it even when no new one may start
+
 	mu         sync.Mutex
 	flight     *flight // the fetch in progress, if any
 	discovered string  // jwks_uri from the last discovery document read
@@ -125,8 +127,8 @@ func (s *keySource) keys(ctx context.Context, need func(*keySnapshot) bool) (*ke
 	if snap != nil && now.Sub(snap.fetched) < s.ttl && need(snap) {
 		return snap, nil
 	}
-	if s.mayFetch(now) {
-		s.refresh(ctx)
+	if s.mayFetch(now) || s.inFlight.Load() {
+		_ = s.refresh(ctx) // a failure is logged there; the old snapshot, if any, serves
 		if fresh := s.snap.Load(); fresh != nil {
 			snap = fresh
 		}
@@ -169,6 +171,7 @@ func (s *keySource) refresh(ctx context.Context) error {
 	}
 	f := &flight{done: make(chan struct{})}
 	s.flight = f
+	s.inFlight.Store(true)
 	s.lastAttempt.Store(&now)
 	s.fetches.Add(1)
 	s.mu.Unlock()
@@ -183,6 +186,7 @@ func (s *keySource) refresh(ctx context.Context) error {
 	}
 	f.err = err
 	s.flight = nil
+	s.inFlight.Store(false)
 	s.mu.Unlock()
 	close(f.done)
 
