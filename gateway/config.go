@@ -9,6 +9,7 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway/aggregate"
+	"github.com/meridian-platform/meridian/gateway/transcode"
 	"github.com/meridian-platform/meridian/traffic/policy"
 	"github.com/meridian-platform/meridian/traffic/ratelimit"
 )
@@ -67,9 +68,11 @@ type Route struct {
 	// (package gateway/aggregate). Branch URLs name services
 	// (http://orders/v1/orders/{id}) or fixed hosts.
 	Aggregate *aggregate.Config `json:"aggregate,omitempty"`
-	// Transcode serves REST/JSON (google.api.http rules) from a gRPC
-	// upstream; the route's upstream must speak gRPC.
-	Transcode *TranscodeConfig `json:"transcode,omitempty"`
+	// Transcode serves REST/JSON (google.api.http rules), Connect and
+	// gRPC-Web from a gRPC upstream (package gateway/transcode); gRPC
+	// requests pass through as they are. The upstream is spoken to over
+	// h2c.
+	Transcode *transcode.Config `json:"transcode,omitempty"`
 
 	Rewrite *Rewrite  `json:"rewrite,omitempty"`
 	Headers HeaderOps `json:"headers,omitzero"`

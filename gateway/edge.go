@@ -1,12 +1,12 @@
 package gateway
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway/aggregate"
+	"github.com/meridian-platform/meridian/gateway/transcode"
 	"github.com/meridian-platform/meridian/internal/problem"
 	"github.com/meridian-platform/meridian/traffic/ratelimit"
 )
@@ -114,6 +114,9 @@ func (g *Gateway) aggregate(rc *Route) (http.Handler, error) {
 	return aggregate.New(*rc.Aggregate, g.h1, g.log)
 }
 
+// transcode is the terminal of a transcoding route: REST calls become
+// gRPC calls that f forwards over h2c.
 func (g *Gateway) transcode(rc *Route, f *forward) (http.Handler, error) {
-	return nil, errors.New("transcode: not yet")
+	f.h2 = true
+	return transcode.New(*rc.Transcode, f)
 }

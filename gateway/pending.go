@@ -13,6 +13,3 @@ type CORSConfig struct{}
 
 func (*CORSConfig) Validate() error { return nil }
 
-type TranscodeConfig struct{}
-
-func (*TranscodeConfig) Validate() error { return nil }
