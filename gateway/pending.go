@@ -12,4 +12,3 @@ func (*AuthRequirement) Validate(*AuthConfig) error { return nil }
 type CORSConfig struct{}
 
 func (*CORSConfig) Validate() error { return nil }
-
