@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,10 +16,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/meridian-platform/meridian"
 	busjetstream "github.com/meridian-platform/meridian/bus/jetstream"
 	"github.com/meridian-platform/meridian/controlplane"
 	"github.com/meridian-platform/meridian/controlplane/store/jetstream"
+	"github.com/meridian-platform/meridian/gateway"
 	"github.com/meridian-platform/meridian/internal/natsembed"
+	"github.com/meridian-platform/meridian/traffic/policy"
 )
 
 // serverFlags are the settings of `meridian server`; each also reads an
@@ -166,6 +170,7 @@ func runServer(ctx context.Context, e *env, dataDir string, f serverFlags) error
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	srv, err := controlplane.Open(octx, controlplane.Config{
 		Store: st, ReplicaID: f.replicaID, NoAuth: f.noAuth, AdminTokenFile: tokenFile, Logger: log, Bus: eventBus,
+		ValidateConfig: validateConfig,
 	})
 	cancel()
 	if err != nil {
@@ -185,6 +190,37 @@ func runServer(ctx context.Context, e *env, dataDir string, f serverFlags) error
 	err = srv.Serve(ctx, ln)
 	log.Info("control plane stopped")
 	return err
+}
+
+// validateConfig is the control plane's Config.ValidateConfig: the config
+// keys that Meridian's own components read must hold what those components
+// accept, checked by the parser each of them uses, so that a bad revision
+// is refused when it is written rather than logged and skipped by every
+// gateway or service that follows the key.
+//
+//   - meridian/gateway/<name>/routes (under gateway.KeyPrefix, last
+//     segment "routes"): a routing document, gateway.Parse;
+//   - meridian/resiliency/<service> (one segment under policy.KeyPrefix):
+//     a resiliency spec, policy.Parse.
+//
+// Both are yaml or json; a text value is refused as a whole.
+func validateConfig(key string, format meridian.ConfigFormat, value string) error {
+	var what string
+	var parse func() error
+	switch {
+	case strings.HasPrefix(key, gateway.KeyPrefix) && path.Base(key) == "routes":
+		what = "a routing document"
+		parse = func() error { _, err := gateway.Parse(format, []byte(value)); return err }
+	case strings.HasPrefix(key, policy.KeyPrefix) && !strings.Contains(key[len(policy.KeyPrefix):], "/"):
+		what = "a resiliency spec"
+		parse = func() error { _, err := policy.Parse(format, []byte(value)); return err }
+	default:
+		return nil
+	}
+	if format != meridian.FormatYAML && format != meridian.FormatJSON {
+		return meridian.Errorf(meridian.CodeInvalid, "%s is yaml or json, not %s: write it with format yaml or json", what, format)
+	}
+	return parse()
 }
 
 func newLogger(e *env, level, format string) (*slog.Logger, error) {
