@@ -85,7 +85,7 @@ type testIdP struct {
 	discovered atomic.Int64
 }
 
-func newIdP(t *testing.T, keys ...testKey) *testIdP {
+func newIdP(t testing.TB, keys ...testKey) *testIdP {
 	t.Helper()
 	idp := &testIdP{}
 	idp.publish(keys...)

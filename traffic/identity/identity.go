@@ -189,34 +189,48 @@ func foldEqual(s, lower string) bool {
 // of the headers it writes but deletes nothing: call StripHeaders first
 // (Verifier.Forward does both).
 func (id *Identity) SetHeaders(h http.Header, forwardClaims []string) {
-	id.setHeaders(h)
+	w := headerWriter{h: h, vals: make([]string, 0, 6+len(forwardClaims))}
+	id.writeHeaders(&w)
 	for _, c := range forwardClaims {
 		if v, ok := claimValue(id.Claims[c]); ok {
-			h[claimHeaderName(c)] = []string{v}
+			w.set(claimHeaderName(c), v)
 		}
 	}
 }
 
-func (id *Identity) setHeaders(h http.Header) {
-	set := func(k, v string) {
-		if v != "" {
-			h[k] = []string{v}
-		}
-	}
-	set(HeaderSubject, id.Subject)
-	set(HeaderIssuer, id.Issuer)
-	set(HeaderAuthMethod, id.Method)
-	set(HeaderAuthProvider, id.Provider)
+func (id *Identity) writeHeaders(w *headerWriter) {
+	w.set(HeaderSubject, id.Subject)
+	w.set(HeaderIssuer, id.Issuer)
+	w.set(HeaderAuthMethod, id.Method)
+	w.set(HeaderAuthProvider, id.Provider)
 	if id.rolesHeader != "" || len(id.Roles) == 0 {
-		set(HeaderRoles, id.rolesHeader)
+		w.set(HeaderRoles, id.rolesHeader)
 	} else {
-		set(HeaderRoles, strings.Join(id.Roles, ","))
+		w.set(HeaderRoles, strings.Join(id.Roles, ","))
 	}
 	if id.scopesHeader != "" || len(id.Scopes) == 0 {
-		set(HeaderScopes, id.scopesHeader)
+		w.set(HeaderScopes, id.scopesHeader)
 	} else {
-		set(HeaderScopes, strings.Join(id.Scopes, " "))
+		w.set(HeaderScopes, strings.Join(id.Scopes, " "))
 	}
+}
+
+// headerWriter sets single-valued headers whose value slices share one
+// backing array, as net/http's Header.Clone does: one allocation for all
+// of them. Each slice's capacity is its length, so an Add to one of them
+// copies instead of writing over its neighbour.
+type headerWriter struct {
+	h    http.Header
+	vals []string
+}
+
+func (w *headerWriter) set(k, v string) {
+	if v == "" {
+		return
+	}
+	w.vals = append(w.vals, v)
+	n := len(w.vals)
+	w.h[k] = w.vals[n-1 : n : n]
 }
 
 // claimHeader is a claim to forward and its header name, computed once

@@ -462,10 +462,11 @@ func (v *Verifier) Forward(h http.Header, id *Identity) {
 	if id == nil {
 		return
 	}
-	id.setHeaders(h)
+	w := headerWriter{h: h, vals: make([]string, 0, 6+len(id.forward))}
+	id.writeHeaders(&w)
 	for _, c := range id.forward {
 		if val, ok := claimValue(id.Claims[c.claim]); ok {
-			h[c.header] = []string{val}
+			w.set(c.header, val)
 		}
 	}
 }
