@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -62,8 +61,8 @@ type JWTProvider struct {
 	// RS256, ES256, EdDSA, PS256. none and HMAC (HS*) are refused: see the
 	// package documentation.
 	Algorithms []string `json:"algorithms,omitempty"`
-	// Leeway is the clock skew tolerated on exp, nbf and iat. Default 30s,
-	// at most 5m.
+	// Leeway is the clock skew tolerated on exp, nbf and iat. Default 30s
+	// (zero takes it; 1s is about the least that makes sense), at most 5m.
 	Leeway meridian.Duration `json:"leeway,omitempty"`
 	// RolesClaim is the claim that lists the caller's roles: a name or a
 	// dotted path into nested objects ("realm_access.roles"), holding a
@@ -78,8 +77,10 @@ type JWTProvider struct {
 	// X-Meridian-Claim-<Name> headers (see SetHeaders). Names are 1-64
 	// letters, digits, _ and -; at most 32.
 	ForwardClaims []string `json:"forward_claims,omitempty"`
-	// MaxTokenBytes is the longest token accepted, checked before the
-	// token is decoded. Default 8 KiB, range 512 B-64 KiB.
+	// MaxTokenBytes is the longest token accepted. Default 8 KiB, range
+	// 512 B-64 KiB. The largest of all providers' limits is checked before
+	// a token is decoded; the limit of the provider its iss names, before
+	// its signature is checked.
 	MaxTokenBytes int `json:"max_token_bytes,omitempty"`
 	// MinRefreshInterval is the least time between two fetches of the key
 	// set, however many tokens with unknown key ids arrive. Default 30s,
@@ -382,6 +383,3 @@ func isToken(s string) bool {
 	}
 	return s != ""
 }
-
-// canonicalHeader is h as net/http keys it.
-func canonicalHeader(h string) string { return http.CanonicalHeaderKey(h) }

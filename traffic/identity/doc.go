@@ -36,7 +36,9 @@
 // its Audiences, exp must be present and not passed, nbf (if present)
 // passed and iat (if present) not in the future, each with the provider's
 // Leeway. sub must be a non-empty string. A token longer than
-// MaxTokenBytes is refused before it is decoded, header parameters marked
+// MaxTokenBytes is refused before it is decoded (with several providers,
+// the largest limit then, and its own provider's before the signature
+// check), header parameters marked
 // critical (crit) are refused since none is understood, and base64 must be
 // canonical, so that one token has one spelling. Keys named by the token
 // itself (jwk, jku, x5u, x5c headers) are never used: only the configured
@@ -87,8 +89,8 @@
 // a client sends the same token for many requests. So, as Envoy's
 // jwt_authn does with its jwt_cache, a token that verified is remembered
 // by its exact string, and a later request with the same string skips the
-// decoding and the signature check (BenchmarkAuthenticate: about 0.1 µs
-// and no allocation for a hit). The cache is bounded (Config.TokenCacheSize,
+// decoding and the signature check (BenchmarkAuthenticate: about 0.15 µs
+// and no allocation for a hit, against 40-150 µs for a verify). The cache is bounded (Config.TokenCacheSize,
 // default 10,000) and evicts without bookkeeping on hits: a full shard drops
 // an expired entry or the soonest-expiring of a few sampled. Each use still
 // checks exp and nbf, so an entry never outlives its token, and an entry is

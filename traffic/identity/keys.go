@@ -96,7 +96,6 @@ type keySource struct {
 
 	snap        atomic.Pointer[keySnapshot]
 	lastAttempt atomic.Pointer[time.Time] // start of the last fetch; nil before the first
-	fetches     atomic.Int64              // fetches started, for tests
 
 	inFlight atomic.Bool // a fetch is in progress: join it even when no new one may start
 
@@ -173,7 +172,6 @@ func (s *keySource) refresh(ctx context.Context) error {
 	s.flight = f
 	s.inFlight.Store(true)
 	s.lastAttempt.Store(&now)
-	s.fetches.Add(1)
 	s.mu.Unlock()
 
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)

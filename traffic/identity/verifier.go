@@ -91,7 +91,7 @@ func New(cfg Config, opts Options) (*Verifier, error) {
 	v := &Verifier{
 		now:          opts.Now,
 		providers:    make(map[string]*provider, len(cfg.JWT)),
-		apiKeyHeader: canonicalHeader(cmpOrString(cfg.APIKeyHeader, DefaultAPIKeyHeader)),
+		apiKeyHeader: http.CanonicalHeaderKey(cmpOrString(cfg.APIKeyHeader, DefaultAPIKeyHeader)),
 	}
 	var union []string
 	for _, pc := range cfg.JWT {

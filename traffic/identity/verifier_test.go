@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -414,5 +415,45 @@ func TestRolesAndScopes(t *testing.T) {
 				t.Fatalf("roles %q scopes %q, want %q %q", id.Roles, id.Scopes, tc.roles, tc.scps)
 			}
 		})
+	}
+}
+
+// TestAudienceAnyOf: a token is accepted when its aud holds any one of the
+// provider's audiences.
+func TestAudienceAnyOf(t *testing.T) {
+	k := esKey("e1")
+	idp := newIdP(t, k)
+	clk := newClock()
+	v := newVerifier(t, Config{JWT: []JWTProvider{idp.provider()}}, idp, clk) // orders, payments
+	for _, aud := range []any{"payments", []string{"search", "payments"}, []string{"orders"}} {
+		c := claims(idp, clk)
+		c["aud"] = aud
+		if _, err := v.Authenticate(context.Background(), bearer(sign(t, k, c))); err != nil {
+			t.Errorf("aud %v: %v", aud, err)
+		}
+	}
+}
+
+// TestProviderTokenLimit: each provider's MaxTokenBytes holds for its own
+// tokens when another provider allows larger ones.
+func TestProviderTokenLimit(t *testing.T) {
+	ka, kb := edKey("a1"), edKey("b1")
+	a, b := newIdP(t, ka), newIdP(t, kb)
+	clk := newClock()
+	pa, pb := a.provider(), b.provider()
+	pa.Name, pa.MaxTokenBytes = "small", 1024
+	pb.Name, pb.MaxTokenBytes = "large", 16<<10
+	v := newVerifier(t, Config{JWT: []JWTProvider{pa, pb}}, a, clk)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		idp  *testIdP
+		key  testKey
+		want error
+	}{{a, ka, errTokenTooLarge}, {b, kb, nil}} {
+		c := claims(tc.idp, clk)
+		c["pad"] = strings.Repeat("x", 2048)
+		if _, err := v.Authenticate(ctx, bearer(sign(t, tc.key, c))); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.idp.issuer(), err, tc.want)
+		}
 	}
 }
