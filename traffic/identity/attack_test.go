@@ -118,6 +118,7 @@ func TestAttacks(t *testing.T) {
 		{name: "wrong iss", want: errIssuer, token: with(good, func(c jwt.MapClaims) { c["iss"] = idp.issuer() + "/evil" })},
 		{name: "no iss", want: errIssuer, token: with(good, func(c jwt.MapClaims) { delete(c, "iss") })},
 		{name: "no sub", want: errNoSubject, token: with(good, func(c jwt.MapClaims) { delete(c, "sub") })},
+		{name: "sub with a line break", want: errNoSubject, token: with(good, func(c jwt.MapClaims) { c["sub"] = "ada\r\nX-Meridian-Roles: admin" })},
 		{name: "unknown kid, still unknown after a refresh", want: errUnknownKey, token: func(t *testing.T) string { return sign(t, ghost, claims(idp, clk)) }},
 		{name: "key in the jwk header", want: errUnknownKey, token: withHeader(ghost, map[string]any{"jwk": ghost.jwk()})},
 		{name: "key set in the jku header", want: errUnknownKey, token: withHeader(ghost, map[string]any{"jku": "https://evil.example/jwks"})},

@@ -204,3 +204,23 @@ func TestCacheKeyIsExactToken(t *testing.T) {
 		t.Fatal("a token differing from a cached one was accepted")
 	}
 }
+
+// TestCacheFarFutureExp: an exp past what int64 nanoseconds hold does not
+// wrap into an expired entry.
+func TestCacheFarFutureExp(t *testing.T) {
+	k := edKey("d1")
+	idp := newIdP(t, k)
+	clk := newClock()
+	v := newVerifier(t, Config{JWT: []JWTProvider{idp.provider()}}, idp, clk)
+	c := claims(idp, clk)
+	c["exp"] = int64(1e12)
+	r := bearer(sign(t, k, c))
+	for range 2 {
+		if _, err := v.Authenticate(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := v.verifications.Load(); n != 1 {
+		t.Fatalf("%d verifications", n)
+	}
+}

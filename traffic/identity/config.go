@@ -69,9 +69,9 @@ type JWTProvider struct {
 	// string (split at spaces and commas) or an array of strings. Default
 	// "roles".
 	RolesClaim string `json:"roles_claim,omitempty"`
-	// ScopesClaim is the claim that lists the granted scopes, a
-	// space-separated string or an array. Default: "scope", or "scp" when
-	// the token has no scope claim.
+	// ScopesClaim is the claim that lists the granted scopes (a name or
+	// dotted path), a space-separated string or an array. Default:
+	// "scope", or "scp" when the token has no scope claim.
 	ScopesClaim string `json:"scopes_claim,omitempty"`
 	// ForwardClaims are top-level claims sent upstream as
 	// X-Meridian-Claim-<Name> headers (see SetHeaders). Names are 1-64

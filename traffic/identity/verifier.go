@@ -187,7 +187,7 @@ var (
 	errIssuedFuture  = unauthorized("token issued in the future")
 	errAudience      = unauthorized("token not meant for this audience")
 	errClaims        = unauthorized("token claims invalid")
-	errNoSubject     = unauthorized("token has no subject")
+	errNoSubject     = unauthorized("token subject missing or invalid")
 	errAPIKey        = unauthorized("API key invalid")
 	errTwoBearers    = unauthorized("more than one bearer token")
 	errAmbiguous     = unauthorized("both a bearer token and an API key")
@@ -310,8 +310,10 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Identity, *cached
 	if err := p.validator.Validate(claims); err != nil {
 		return nil, nil, claimsReason(err)
 	}
+	// The subject travels in a header: one with control characters would
+	// make the upstream request invalid.
 	sub, _ := claims["sub"].(string)
-	if sub == "" {
+	if !validName(sub, "") {
 		return nil, nil, errNoSubject
 	}
 	id := &Identity{
@@ -324,7 +326,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Identity, *cached
 	if r, ok := lookupClaim(claims, p.rolesClaim); ok {
 		id.Roles = claimList(r, " ,")
 	}
-	s, ok := claims[p.scopesClaim]
+	s, ok := lookupClaim(claims, p.scopesClaim)
 	if p.scopesClaim == "" {
 		if s, ok = claims["scope"]; !ok {
 			s, ok = claims["scp"]
@@ -337,11 +339,23 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Identity, *cached
 
 	e := &cachedToken{id: id, notBefore: math.MinInt64, key: key, src: p.keys}
 	exp, _ := claims.GetExpirationTime() // required and checked by the validator
-	e.notAfter = exp.Add(p.leeway).UnixNano()
+	e.notAfter = unixNano(exp.Add(p.leeway))
 	if nbf, _ := claims.GetNotBefore(); nbf != nil {
-		e.notBefore = nbf.Add(-p.leeway).UnixNano()
+		e.notBefore = unixNano(nbf.Add(-p.leeway))
 	}
 	return id, e, nil
+}
+
+// unixNano is t in Unix nanoseconds, saturated outside the years
+// 1678-2262 that int64 nanoseconds hold (a token may say exp=1e12).
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	}
+	return t.UnixNano()
 }
 
 // key finds the key for a token of alg: by kid, or for a token without
