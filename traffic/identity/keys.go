@@ -174,20 +174,25 @@ func (s *keySource) refresh(ctx context.Context) error {
 	s.lastAttempt.Store(&now)
 	s.mu.Unlock()
 
+	// Released however fetch ends, a panic included: a flight left open
+	// would hold every later caller until its ctx ends.
+	var snap *keySnapshot
+	err := errors.New("key fetch did not complete")
+	defer func() {
+		s.mu.Lock()
+		if err == nil {
+			s.snap.Store(snap)
+		}
+		f.err = err
+		s.flight = nil
+		s.inFlight.Store(false)
+		s.mu.Unlock()
+		close(f.done)
+	}()
+
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
-	snap, err := s.fetch(fctx)
-	cancel()
-
-	s.mu.Lock()
-	if err == nil {
-		s.snap.Store(snap)
-	}
-	f.err = err
-	s.flight = nil
-	s.inFlight.Store(false)
-	s.mu.Unlock()
-	close(f.done)
-
+	defer cancel()
+	snap, err = s.fetch(fctx)
 	switch cur := s.snap.Load(); {
 	case err == nil:
 		s.log.DebugContext(ctx, "identity: signing keys fetched", "provider", s.provider, "keys", len(snap.keys))

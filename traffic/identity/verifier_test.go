@@ -457,3 +457,31 @@ func TestProviderTokenLimit(t *testing.T) {
 		}
 	}
 }
+
+type panicTransport struct{}
+
+func (panicTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("transport bug") }
+
+// TestFetchPanicReleasesFlight: a fetch that panics leaves no flight
+// behind for later callers to wait on.
+func TestFetchPanicReleasesFlight(t *testing.T) {
+	k := edKey("d1")
+	idp := newIdP(t, k)
+	clk := newClock()
+	v, err := New(Config{JWT: []JWTProvider{idp.provider()}}, Options{HTTPClient: &http.Client{Transport: panicTransport{}}, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := sign(t, k, claims(idp, clk))
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = v.Authenticate(context.Background(), bearer(token))
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = v.Authenticate(ctx, bearer(token))
+	wantCode(t, err, meridian.CodeUnavailable)
+	if ctx.Err() != nil {
+		t.Fatal("the second caller waited on the panicked fetch")
+	}
+}
