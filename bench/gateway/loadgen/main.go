@@ -15,6 +15,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,15 +24,18 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -57,7 +61,9 @@ type Report struct {
 	P99       float64 `json:"p99_ms"`
 	P999      float64 `json:"p999_ms"`
 	Max       float64 `json:"max_ms"`
-	SendLag99 float64 `json:"send_lag_p99_ms"` // p99 of (actual send − intended), this program's own delay
+	SendLag50 float64 `json:"send_lag_p50_ms"` // p50 of (actual send − intended): this program's own delay, or waiting for a free connection
+	SendLag99 float64 `json:"send_lag_p99_ms"`
+	Error     string  `json:"error,omitempty"` // why the run could not happen
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		conns    = fs.Int("conns", 50, "keep-alive connections (the most requests in flight at once)")
 		header   = fs.String("header", "", `one extra request header, "Name: value"`)
 		timeout  = fs.Duration("timeout", 5*time.Second, "per-request deadline; also how long queued requests may drain after the last is due")
+		tick     = fs.Duration("tick", 100*time.Microsecond, "shortest time between two wake-ups of the schedule; at higher rates each wake-up sends every request due by then, up to this late (counted in their latency)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	req := buildRequest(u, *header)
 	rep := generate(ctx, genConfig{addr: u.Host, request: req, rate: *rate, warmup: *warmup,
-		duration: *duration, conns: *conns, timeout: *timeout})
+		duration: *duration, conns: *conns, timeout: *timeout, tick: *tick})
 	return json.NewEncoder(stdout).Encode(rep)
 }
 
@@ -105,6 +112,7 @@ type genConfig struct {
 	warmup, duration time.Duration
 	conns            int
 	timeout          time.Duration
+	tick             time.Duration // the shortest time between two wake-ups of the schedule
 }
 
 // sample is one measured request's outcome.
@@ -134,9 +142,17 @@ func generate(ctx context.Context, c genConfig) Report {
 	for w := range c.conns {
 		wg.Go(func() { results[w] = worker(ctx, c, due, measureFrom) })
 	}
-	// The schedule: sleep to the next due time, then hand out every request
-	// due by now. A late wake-up sends several at once, each keeping its own
+	// The schedule: wake at each due time, then hand out every request due
+	// by now. A late wake-up sends several at once, each keeping its own
 	// intended time.
+	tick, err := newTicker(start, max(time.Duration(interval), c.tick))
+	if err != nil {
+		cancel()
+		close(due)
+		wg.Wait()
+		return Report{Rate: c.rate, Intended: total - skip, Unsent: total - skip, Error: err.Error()}
+	}
+	defer tick.Close()
 	for i := 0; i < total && ctx.Err() == nil; {
 		now := time.Now()
 		for ; i < total; i++ {
@@ -147,10 +163,8 @@ func generate(ctx context.Context, c genConfig) Report {
 			due <- t
 		}
 		if i < total {
-			next := start.Add(time.Duration(float64(i) * interval))
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Until(next)):
+			if err := tick.wait(); err != nil {
+				break
 			}
 		}
 	}
@@ -193,16 +207,7 @@ func worker(ctx context.Context, c genConfig, due <-chan time.Time, measureFrom 
 			if _, err := conn.Write(c.request); err != nil {
 				return 0, err
 			}
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				return 0, err
-			}
-			_, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err == nil && resp.Close {
-				err = errClosed // answered, but the connection goes
-			}
-			return resp.StatusCode, err
+			return readResponse(br)
 		}()
 		end := time.Now()
 		if err != nil && conn != nil {
@@ -225,6 +230,121 @@ func worker(ctx context.Context, c genConfig, due <-chan time.Time, measureFrom 
 }
 
 var errClosed = errors.New("server closed the connection")
+
+// ticker wakes the schedule at start, start+interval, start+2·interval, …
+// A Go timer cannot: the runtime sleeps in epoll_wait, whose timeout is
+// in whole milliseconds, so a wake-up less than 1 ms away comes up to 1 ms
+// late whenever no I/O arrives first, and every request would carry that
+// lag. A timerfd is an I/O event to epoll, delivered at its expiry by the
+// kernel's high-resolution timer; as an *os.File on a non-blocking fd it
+// is read through the runtime's poller, so waiting holds no thread.
+type ticker struct{ f *os.File }
+
+func newTicker(start time.Time, interval time.Duration) (*ticker, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("timerfd_create: %w", err)
+	}
+	// Go's monotonic clock is CLOCK_MONOTONIC; the first expiry is start
+	// on it, a few µs late so that no wake-up comes before its due time.
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	first := time.Duration(now.Nano()) + time.Until(start) + 5*time.Microsecond
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(first)), Interval: unix.NsecToTimespec(int64(max(interval, time.Microsecond)))}
+	if err := unix.TimerfdSettime(fd, unix.TFD_TIMER_ABSTIME, &spec, nil); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("timerfd_settime: %w", err)
+	}
+	return &ticker{f: os.NewFile(uintptr(fd), "timerfd")}, nil
+}
+
+// wait blocks until the next expiry (or returns at once if one passed).
+func (t *ticker) wait() error {
+	var b [8]byte // the count of expirations since the last read
+	_, err := t.f.Read(b[:])
+	return err
+}
+
+func (t *ticker) Close() error { return t.f.Close() }
+
+// readResponse reads one HTTP/1.1 response from br and discards its body:
+// the status code, and errClosed when the server says it closes the
+// connection. It reads only what it needs (the status, Content-Length,
+// Transfer-Encoding and Connection), far cheaper than http.ReadResponse,
+// since its CPU comes out of the core the upstream shares.
+func readResponse(br *bufio.Reader) (int, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, fmt.Errorf("malformed status line %q", line)
+	}
+	status, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, fmt.Errorf("malformed status line %q", line)
+	}
+	length, chunked, closing := int64(-1), false, false
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return 0, fmt.Errorf("malformed header %q", line)
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.ParseInt(string(value), 10, 64); err != nil {
+				return 0, fmt.Errorf("Content-Length %q", value)
+			}
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(value, []byte("chunked"))
+		case bytes.EqualFold(name, []byte("Connection")):
+			closing = bytes.EqualFold(value, []byte("close"))
+		}
+	}
+	switch {
+	case chunked:
+		_, err = io.Copy(io.Discard, httputil.NewChunkedReader(br))
+		if err == nil {
+			err = skipTrailer(br)
+		}
+	case length > 0:
+		_, err = br.Discard(int(length))
+	case length < 0 && status >= 200 && status != 204 && status != 304:
+		// No length: the body runs to the end of the connection.
+		_, err = io.Copy(io.Discard, br)
+		closing = true
+	}
+	if err == nil && closing {
+		err = errClosed
+	}
+	return status, err
+}
+
+// skipTrailer reads the trailer section after a chunked body's last chunk,
+// up to its empty line.
+func skipTrailer(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return nil
+		}
+	}
+}
 
 func summarize(all []sample, intended int, c genConfig, measureFrom time.Time) Report {
 	rep := Report{Rate: c.rate, Duration: c.duration.Seconds(), Intended: intended}
@@ -253,7 +373,7 @@ func summarize(all []sample, intended int, c genConfig, measureFrom time.Time) R
 	if len(lats) > 0 {
 		rep.Max = ms(lats[len(lats)-1])
 	}
-	rep.SendLag99 = ms(pct(lags, 99))
+	rep.SendLag50, rep.SendLag99 = ms(pct(lags, 50)), ms(pct(lags, 99))
 	// The measured part ends with its last answer, past c.duration when
 	// requests queue: a proxy that cannot keep up achieves less than the rate.
 	if span := last.Sub(measureFrom); span > 0 {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,4 +69,51 @@ func runAgainst(t *testing.T, raw string, conns int) Report {
 		addr: u.Host, request: buildRequest(u, "Authorization: Bearer t"), rate: 1000,
 		warmup: 0, duration: time.Second, conns: conns, timeout: 5 * time.Second,
 	})
+}
+
+// TestReadResponse reads each answer followed by a second one, so that a
+// parser that reads too much or too little of the first fails on the
+// second.
+func TestReadResponse(t *testing.T) {
+	const next = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	tests := []struct {
+		name       string
+		raw        string
+		wantStatus int
+		wantClosed bool
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length: 5\r\n\r\nhello", 200, false},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n!!!\r\n0\r\n\r\n", 200, false},
+		{"chunked with trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: 1\r\n\r\n", 200, false},
+		{"no body", "HTTP/1.1 204 No Content\r\n\r\n", 204, false},
+		{"401, empty", "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", 401, false},
+		{"closing", "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye", 503, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			br := bufio.NewReader(strings.NewReader(tc.raw + next))
+			status, err := readResponse(br)
+			if status != tc.wantStatus || errors.Is(err, errClosed) != tc.wantClosed || (err != nil && !errors.Is(err, errClosed)) {
+				t.Fatalf("got %d, %v; want %d, closed %v", status, err, tc.wantStatus, tc.wantClosed)
+			}
+			if status, err := readResponse(br); status != 200 || err != nil {
+				t.Fatalf("the next response: %d, %v", status, err)
+			}
+		})
+	}
+	if _, err := readResponse(bufio.NewReader(strings.NewReader("garbage\r\n\r\n"))); err == nil {
+		t.Error("garbage parsed")
+	}
+}
+
+func TestChunkedServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.(http.Flusher).Flush() // no length known: chunked
+		_, _ = w.Write([]byte("streamed"))
+	}))
+	defer srv.Close()
+	rep := runAgainst(t, srv.URL, 2)
+	if rep.Completed != 1000 || rep.Errors != 0 {
+		t.Fatalf("counts: %+v", rep)
+	}
 }
