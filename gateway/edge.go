@@ -44,6 +44,9 @@ func (e *edge) wrap(rc *Route, h http.Handler) (http.Handler, error) {
 		h = ratelimit.Middleware(e.limiters[rc.RateLimit], limitKey(e.cfg.RateLimits[rc.RateLimit].Key),
 			ratelimit.WithPolicyName(rc.RateLimit), ratelimit.WithLogger(e.g.log))(h)
 	}
+	if t := e.g.opts.Tracing; t != nil {
+		h = t.Middleware(rc.Name, h)
+	}
 	return h, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/internal/problem"
+	"github.com/meridian-platform/meridian/telemetry"
 	"github.com/meridian-platform/meridian/traffic/discovery"
 	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/policy"
@@ -34,6 +35,10 @@ type Options struct {
 	// Registerer takes the gateway's metrics and the data path's. Nil:
 	// none are registered.
 	Registerer prometheus.Registerer
+	// Tracing starts a server span per request (at its sample ratio) and
+	// passes the trace context upstream. Nil: no tracing, and a client's
+	// traceparent passes through as any header.
+	Tracing *telemetry.Tracing
 	// Base, when set, sends every try to an instance (tests; a custom
 	// dialer). Default: tuned HTTP/1.1 and h2c transports.
 	Base, BaseH2C http.RoundTripper

@@ -128,6 +128,9 @@ func (g *Gateway) newProxy(rt *Route, b *backend, scheme string, tr http.RoundTr
 				}
 			}
 			pr.SetXForwarded()
+			if t := g.opts.Tracing; t != nil {
+				t.Inject(pr.In.Context(), out.Header)
+			}
 			reqOps.apply(out.Header)
 		},
 		Transport:    tr,
@@ -161,7 +164,11 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		problem.Write(w, r, nil, &meridian.Error{Code: meridian.CodeTooLarge,
 			Message: "the request body is larger than this route's limit of " + formatBytes(tooLarge.Limit)})
 	case errors.As(err, &me) && me.Code != meridian.CodeInternal:
-		problem.Write(w, r, g.log, me)
+		// The data path's refusal keeps its code and Retry-After, but its
+		// text stays in the log: it names internal addresses and causes
+		// that are not the gateway's clients' business.
+		g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream refused", slog.String("path", r.URL.Path), slog.Any("err", err))
+		problem.Write(w, r, nil, &meridian.Error{Code: me.Code, RetryAfter: me.RetryAfter, Message: publicMessage(me.Code)})
 	case errors.Is(err, context.DeadlineExceeded):
 		problem.WriteStatus(w, r, http.StatusGatewayTimeout, &meridian.Error{Code: meridian.CodeUnavailable,
 			Message: "the upstream did not answer in time", Err: err})
@@ -170,6 +177,18 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		problem.WriteStatus(w, r, http.StatusBadGateway, &meridian.Error{Code: meridian.CodeUnavailable,
 			Message: "the upstream could not be reached or failed to answer", Err: err})
 	}
+}
+
+// publicMessage is what a client is told when the data path refused its
+// request.
+func publicMessage(c meridian.Code) string {
+	switch c {
+	case meridian.CodeRateLimited:
+		return "too many requests to the upstream; try again later"
+	case meridian.CodeUnavailable:
+		return "the upstream is unavailable; try again later"
+	}
+	return "the upstream refused the request"
 }
 
 // statusClientClosed is nginx's 499, recorded in logs and metrics when the

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -27,6 +28,10 @@ import (
 // under the document's default policies is keyed by its own name, so every
 // route to it shares one balancer and one breaker, as a mesh's cluster
 // does.
+
+// discoveryWait bounds how long a request waits for a service's first
+// instance list.
+const discoveryWait = 3 * time.Second
 
 // target is what an upstream key stands for.
 type target struct {
@@ -80,6 +85,11 @@ func (s *source) Wait(ctx context.Context, key string) (*discovery.Snapshot, err
 		return nil, meridian.Errorf(meridian.CodeUnavailable,
 			"service %q: this gateway runs without a control plane, so it can only reach upstreams given by urls", service)
 	}
+	// The first request to a service waits for its instance list, but
+	// not for ever: with the control plane unreachable it would hang
+	// every client. After discoveryWait it is a 503 naming the cause.
+	ctx, cancel := context.WithTimeout(ctx, discoveryWait)
+	defer cancel()
 	snap, err := s.cache.Wait(ctx, service)
 	if err != nil || t == nil || len(t.subset) == 0 {
 		return snap, err

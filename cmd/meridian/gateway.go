@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway"
+	"github.com/meridian-platform/meridian/telemetry"
 	"github.com/meridian-platform/meridian/traffic/discovery"
 )
 
@@ -124,7 +126,16 @@ func runGateway(cmd *cobra.Command, e *env, g *globals, f gatewayFlags) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	opts := gateway.Options{Discovery: cache, Logger: log, Registerer: reg}
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingConfig{ServiceName: "meridian-gateway", SampleRatio: f.traceSample})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(sctx)
+	}()
+	opts := gateway.Options{Discovery: cache, Logger: log, Registerer: reg, Tracing: tracing}
 	if f.accessLog {
 		opts.AccessLog = slog.New(slog.NewJSONHandler(e.stderr, nil))
 	}
