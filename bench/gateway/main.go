@@ -70,6 +70,7 @@ type bench struct {
 	upstreamBody string
 	token        string
 	results      io.Writer // raw figures, one per line: phase round system figure value
+	traceExports string // OTLP export batches the upstream received from meridian-full
 	disturbed    []string
 	failures     []string
 }
@@ -96,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.cpuProxy, "cpu-proxy", 0, "CPU the proxy under test is pinned to (-1: no pinning)")
 	fs.IntVar(&o.cpuLoad, "cpu-load", 1, "CPU of the upstream, wrk, the load generator and this program (-1: no pinning)")
 	fs.Float64Var(&o.maxNoise, "max-noise", 0.3, "CPU (cores) other processes may use during a run before its figures are called noisy")
-	fs.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "how long to wait before a run for a Go build to end")
+	fs.DurationVar(&o.quietWait, "quiet-wait", 3*time.Minute, "how long, in all, to wait before runs for Go builds to end")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "deadline of the whole run")
 	fs.StringVar(&o.dir, "dir", "", "directory for configs, logs and the results file (default: a new temp dir, kept)")
 	fs.StringVar(&b.wrk, "wrk", "wrk", "wrk binary")
@@ -214,6 +215,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mems = bn.memoryPhase(ctx)
 	}
 
+	if slices.Contains(systems, meridianFull) && bn.bins.meridianMissing == "" {
+		_, n, err := get(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1/traces", bn.upstreamPort), "")
+		if err == nil {
+			bn.traceExports = strings.TrimSpace(n)
+		}
+	}
 	report(stdout, bn, facts, peaks, opens, rate, rateWhy, mems)
 	fmt.Fprintf(stdout, "\nraw per-round figures: %s\n", resultsPath)
 	if ctx.Err() != nil {
@@ -516,19 +523,27 @@ func (b *bench) openOnce(ctx context.Context, round int, system string, rate flo
 	return or, nil
 }
 
-// waitNoBuild waits, up to -quiet-wait, while a Go build runs on the
-// machine, so that no measurement starts beside one.
+// waitNoBuild waits while a Go build runs on the machine, so that no
+// measurement starts beside one. The waits of the whole run share one
+// budget, -quiet-wait, so that a machine that keeps building cannot
+// stretch the run without bound; past it the run goes on, and the runs
+// beside a build are named as noisy at the end.
 func (b *bench) waitNoBuild(ctx context.Context) {
 	build := benchenv.BuildRunning()
 	if build == "" {
 		return
 	}
-	logf(b.log, "a Go build is running (%s): waiting up to %s before measuring", build, b.quietWait)
-	deadline := time.Now().Add(b.quietWait)
-	for build != "" && time.Now().Before(deadline) && ctx.Err() == nil {
+	if b.quietWait <= 0 {
+		logf(b.log, "a Go build is running (%s); the wait budget (-quiet-wait) is spent: measuring anyway", build)
+		return
+	}
+	logf(b.log, "a Go build is running (%s): waiting for it (%s left of -quiet-wait)", build, b.quietWait.Round(time.Second))
+	start := time.Now()
+	for build != "" && time.Since(start) < b.quietWait && ctx.Err() == nil {
 		time.Sleep(time.Second)
 		build = benchenv.BuildRunning()
 	}
+	b.quietWait -= time.Since(start)
 	if build != "" {
 		logf(b.log, "WARNING: measuring beside a build (%s); the figures will be noisy", build)
 	}

@@ -149,6 +149,12 @@ func (b *bench) startSystem(ctx context.Context, system, dir string) (*target, e
 			"--admin-listen", fmt.Sprintf("127.0.0.1:%d", admin), "--access-log=false",
 			"--trace-sample", sample, "--state-dir", filepath.Join(dir, "state")}
 		env = []string{"GOMAXPROCS=1"}
+		if system == meridianFull {
+			// Without an exporter the gateway creates no span at all; the
+			// upstream takes the exports and drops them.
+			env = append(env, fmt.Sprintf("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d", b.upstreamPort),
+				"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+		}
 	default:
 		return nil, fmt.Errorf("unknown system %q", system)
 	}

@@ -72,6 +72,9 @@ func report(w io.Writer, b *bench, facts []string, peaks []peakRun, opens []open
 	fmt.Fprintln(w, "one worker each: nginx worker_processes 1, HAProxy nbthread 1, Caddy, Meridian and the upstream GOMAXPROCS=1;")
 	fmt.Fprintln(w, "access logs off for all (Meridian --access-log=false); keep-alive to the upstream for all")
 	fmt.Fprintln(w, "meridian-full: route match + JWT (RS256) + rate limit + metrics + tracing at 1%; its requests carry the token, the others' do not")
+	if b.traceExports != "" {
+		fmt.Fprintf(w, "meridian-full exported its sampled spans over OTLP/HTTP to the upstream, which dropped them: %s batches\n", b.traceExports)
+	}
 	if b.bins.meridianMissing != "" && (slices.Contains(b.systems, meridianPlain) || slices.Contains(b.systems, meridianFull)) {
 		fmt.Fprintf(w, "MERIDIAN NOT MEASURED: %s\n", b.bins.meridianMissing)
 	}
@@ -131,6 +134,16 @@ func report(w io.Writer, b *bench, facts []string, peaks []peakRun, opens []open
 				num(openMed(s, func(o openRun) float64 { return o.rep.SendLag99 }), 2), n)
 		}
 		tw.Flush()
+		var behind []string
+		for _, s := range b.systems {
+			if a := openMed(s, func(o openRun) float64 { return o.rep.Achieved }); a < 0.98*rate {
+				behind = append(behind, s)
+			}
+		}
+		if len(behind) > 0 {
+			fmt.Fprintf(w, "\nBehind the rate: %s. Requests queued for a connection, so those percentiles are mostly queueing;\n", strings.Join(behind, ", "))
+			fmt.Fprintln(w, "if direct is among them, the load core (upstream + generator) was short of CPU, not the proxy.")
+		}
 	}
 
 	memOf := map[string]memRun{}

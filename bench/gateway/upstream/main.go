@@ -1,7 +1,8 @@
 // Command upstream is the server behind every proxy in bench/gateway: it
 // answers every request but /jwks.json with the same small body, serves
 // the JWKS of a key it makes at start on /jwks.json, and writes a JWT
-// signed with that key to -token-file, for the gateway's full chain.
+// signed with that key to -token-file, for the gateway's full chain. It
+// also takes OTLP/HTTP trace exports on /v1/traces and drops them.
 //
 // The token is RS256 over a 2048-bit key by default: verifying RS256 costs
 // Go about a third of ES256 (P-256), so the gateway's figure carries the
@@ -29,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -104,6 +106,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(jwks)
+	})
+	// An OTLP/HTTP receiver that keeps nothing, so that a gateway tracing a
+	// share of its requests exports them (its exporter's cost is part of
+	// tracing's); GET tells how many batches arrived.
+	var exports atomic.Int64
+	mux.HandleFunc("POST /v1/traces", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		exports.Add(1)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK) // an empty ExportTraceServiceResponse
+	})
+	mux.HandleFunc("GET /v1/traces", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, exports.Load())
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
