@@ -70,7 +70,7 @@ type bench struct {
 	upstreamBody string
 	token        string
 	results      io.Writer // raw figures, one per line: phase round system figure value
-	traceExports string // OTLP export batches the upstream received from meridian-full
+	traceExports string    // OTLP export batches the upstream received from meridian-full
 	disturbed    []string
 	failures     []string
 }
