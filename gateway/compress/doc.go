@@ -18,8 +18,8 @@
 // q-values and the gateway's list, and knows nothing of Cache-Control:
 // no-transform, server-sent events or gRPC; wrapping it and a second
 // middleware for brotli would negotiate twice. So the negotiation and the
-// ResponseWriter are this package's, about 400 lines, and the compression
-// is the libraries'.
+// ResponseWriter are this package's, about 500 lines without comments, and
+// the compression is the libraries'.
 //
 // # Negotiation
 //
@@ -69,8 +69,10 @@
 // 101 are sent at once.
 //
 // Encoders are pooled per coding (sync.Pool) and reset onto each response;
-// the ResponseWriters and their buffers are pooled too, so a response
-// allocates little besides what the encoder itself needs.
+// the ResponseWriters and their buffers are pooled too, so once the pools
+// are warm the middleware allocates nothing per response (weakening an
+// ETag aside). BenchmarkJSON10KiB measures a 10 KiB JSON response in each
+// coding beside klauspost's gzhttp.
 //
 // # Levels
 //
