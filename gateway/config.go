@@ -10,6 +10,7 @@ import (
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway/aggregate"
 	"github.com/meridian-platform/meridian/gateway/transcode"
+	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/policy"
 	"github.com/meridian-platform/meridian/traffic/ratelimit"
 )
@@ -30,7 +31,7 @@ type Config struct {
 	Default policy.Target `json:"default,omitzero"`
 	// Auth declares how callers are authenticated: JWT providers and API
 	// keys. Routes choose what they require.
-	Auth AuthConfig `json:"auth,omitzero"`
+	Auth identity.Config `json:"auth,omitzero"`
 	// RateLimits are the named edge rate limits routes refer to: requests
 	// per client (by IP, subject, API key or a header), enforced before
 	// anything is forwarded.
@@ -85,9 +86,11 @@ type Route struct {
 	Policies policy.Target `json:"policies,omitzero"`
 	// RateLimit names an edge rate limit of Config.RateLimits.
 	RateLimit string `json:"rate_limit,omitempty"`
-	// Auth is what a caller must present; nil: the route is public
-	// (identity headers from clients are still stripped).
-	Auth *AuthRequirement `json:"auth,omitempty"`
+	// Auth is what a caller must present: methods (jwt, api_key; empty:
+	// either), roles (any of) and scopes (all of). Nil: the route is
+	// public and credentials are not looked at. Either way, identity
+	// headers a client sent are removed before forwarding.
+	Auth *identity.Requirement `json:"auth,omitempty"`
 	// CORS overrides Config.CORS for this route.
 	CORS *CORSConfig `json:"cors,omitempty"`
 	// MaxBodyBytes bounds request bodies; larger ones get 413 before

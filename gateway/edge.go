@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway/aggregate"
 	"github.com/meridian-platform/meridian/gateway/transcode"
 	"github.com/meridian-platform/meridian/internal/problem"
+	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/ratelimit"
 )
 
@@ -20,10 +24,25 @@ type edge struct {
 	g        *Gateway
 	cfg      *Config
 	limiters map[string]ratelimit.Limiter
+	verifier *identity.Verifier // nil: no auth declared
 }
 
+// newEdge makes the shared edge state of cfg. The verifier is kept across
+// documents whose auth section did not change, so a reload keeps its
+// fetched keys and its cache of verified tokens. Called under g.mu.
 func (g *Gateway) newEdge(cfg *Config) (*edge, error) {
 	e := &edge{g: g, cfg: cfg, limiters: map[string]ratelimit.Limiter{}}
+	if len(cfg.Auth.JWT) > 0 || len(cfg.Auth.APIKeys) > 0 {
+		if g.verifier != nil && reflect.DeepEqual(g.verifierCfg, cfg.Auth) {
+			e.verifier = g.verifier
+		} else {
+			v, err := identity.New(cfg.Auth, identity.Options{Logger: g.log})
+			if err != nil {
+				return nil, err
+			}
+			e.verifier = v
+		}
+	}
 	for name, rl := range cfg.RateLimits {
 		l, err := ratelimit.NewLocal(ratelimit.LocalConfig{Limit: rl.Limit})
 		if err != nil {
@@ -44,15 +63,70 @@ func (e *edge) wrap(rc *Route, h http.Handler) (http.Handler, error) {
 		h = ratelimit.Middleware(e.limiters[rc.RateLimit], limitKey(e.cfg.RateLimits[rc.RateLimit].Key),
 			ratelimit.WithPolicyName(rc.RateLimit), ratelimit.WithLogger(e.g.log))(h)
 	}
+	h = e.authn(rc, h)
 	if t := e.g.opts.Tracing; t != nil {
 		h = t.Middleware(rc.Name, h)
 	}
 	return h, nil
 }
 
+// authn authenticates the caller of a route with an auth requirement and
+// checks it; the identity goes upstream in the X-Meridian-* headers, and
+// every copy of those a client sent is removed first, on every route. A
+// caller without valid credentials gets 401 with a WWW-Authenticate
+// challenge, one without the role or scope 403; neither is forwarded.
+func (e *edge) authn(rc *Route, next http.Handler) http.Handler {
+	req, v := rc.Auth, e.verifier
+	if req == nil || v == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			identity.StripHeaders(r.Header)
+			next.ServeHTTP(w, r)
+		})
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := v.Authenticate(r.Context(), r)
+		if err == nil {
+			err = req.Allow(id)
+		}
+		if err != nil {
+			var me *meridian.Error
+			if errors.As(err, &me) && me.Code == meridian.CodeUnauthorized {
+				w.Header().Set("WWW-Authenticate", identity.Challenge(err))
+			}
+			problem.Write(w, r, e.g.log, err)
+			return
+		}
+		v.Forward(r.Header, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+	})
+}
+
+type identityKey struct{}
+
+// callerIdentity is the identity authn verified for r, nil on a public
+// route.
+func callerIdentity(r *http.Request) *identity.Identity {
+	id, _ := r.Context().Value(identityKey{}).(*identity.Identity)
+	return id
+}
+
 // limitKey returns the client key function of an edge rate limit.
 func limitKey(kind string) func(*http.Request) string {
 	switch {
+	case kind == "subject":
+		return func(r *http.Request) string {
+			if id := callerIdentity(r); id != nil {
+				return "s:" + id.Issuer + "|" + id.Subject
+			}
+			return ratelimit.RemoteIP(r)
+		}
+	case kind == "api_key":
+		return func(r *http.Request) string {
+			if id := callerIdentity(r); id != nil && id.Method == identity.MethodAPIKey {
+				return "k:" + id.Provider
+			}
+			return ratelimit.RemoteIP(r)
+		}
 	case strings.HasPrefix(kind, "header:"):
 		name := http.CanonicalHeaderKey(kind[len("header:"):])
 		return func(r *http.Request) string {

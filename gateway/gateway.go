@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-platform/meridian/internal/problem"
 	"github.com/meridian-platform/meridian/telemetry"
 	"github.com/meridian-platform/meridian/traffic/discovery"
+	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/policy"
 	resmetrics "github.com/meridian-platform/meridian/traffic/resilience/metrics"
@@ -55,10 +56,13 @@ type Gateway struct {
 	metrics *metrics
 	misses  *routeMetrics
 
-	cur   atomic.Pointer[router]
-	mu    sync.Mutex // serializes Apply
-	rev   atomic.Uint64
-	ready atomic.Bool
+	cur atomic.Pointer[router]
+	mu  sync.Mutex // serializes Apply; guards verifier
+
+	verifier    *identity.Verifier // the document in force's; kept while its auth does not change
+	verifierCfg identity.Config
+	rev         atomic.Uint64
+	ready       atomic.Bool
 
 	ctx         context.Context // ends at Close: mirrors stop
 	cancel      context.CancelFunc
@@ -153,7 +157,7 @@ func (g *Gateway) Apply(cfg *Config, revision uint64) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	rt, spec, keys, err := g.compile(cfg)
+	rt, spec, keys, e, err := g.compile(cfg)
 	if err == nil {
 		g.src.add(keys)
 		if err = g.h1.Apply(spec); err == nil {
@@ -165,6 +169,7 @@ func (g *Gateway) Apply(cfg *Config, revision uint64) error {
 		return err
 	}
 	g.cur.Store(rt)
+	g.verifier, g.verifierCfg = e.verifier, cfg.Auth
 	g.ready.Store(true)
 	g.rev.Store(revision)
 	g.metrics.active.Set(float64(revision))
@@ -237,12 +242,12 @@ func (rt *router) match(r *http.Request) (*route, []string) {
 
 // compile builds the router of cfg, the resiliency spec of its upstream
 // keys, and the keys' targets. It starts nothing and changes nothing.
-func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*target, error) {
+func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*target, *edge, error) {
 	spec := &policy.Spec{Policies: cfg.Policies, Default: cfg.Default, Targets: map[string]policy.Target{}}
 	keys := map[string]*target{}
 	e, err := g.newEdge(cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	rt := &router{}
 	type ordered struct {
@@ -255,7 +260,7 @@ func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*targe
 		rc := &cfg.Routes[i]
 		m, err := compileMatch(&rc.Match)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		scope := ""
 		if rc.Policies != (policy.Target{}) {
@@ -273,17 +278,17 @@ func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*targe
 		}
 		h, err := g.terminal(rc, key)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		h, err = e.wrap(rc, h)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		ro := &route{name: rc.Name, m: m, handler: &observed{name: rc.Name, next: h, metrics: g.metrics.route(rc.Name), access: g.opts.AccessLog}}
 		if m.path != nil {
 			ro.params = m.path.names()
 			if len(ro.params) > maxParams {
-				return nil, nil, nil, meridian.FieldError(fmt.Sprintf("routes[%d].match.path", i), "route %q: at most %d parameters", rc.Name, maxParams)
+				return nil, nil, nil, nil, meridian.FieldError(fmt.Sprintf("routes[%d].match.path", i), "route %q: at most %d parameters", rc.Name, maxParams)
 			}
 		}
 		all = append(all, ordered{ro, m.specificity(), i})
@@ -292,7 +297,7 @@ func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*targe
 	for _, o := range all {
 		rt.routes = append(rt.routes, o.r)
 	}
-	return rt, spec, keys, nil
+	return rt, spec, keys, e, nil
 }
 
 // terminal is the innermost handler of a route: forward, aggregate or

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/policy"
 )
 
@@ -176,7 +177,16 @@ func (c *Config) validateRoute(v *routeValidator, r *Route) {
 		}
 	}
 	if r.Auth != nil {
-		v.wrap("auth", r.Auth.Validate(&c.Auth))
+		v.wrap("auth", r.Auth.Validate())
+		methods := r.Auth.Methods
+		if len(methods) == 0 && len(c.Auth.JWT) == 0 && len(c.Auth.APIKeys) == 0 {
+			v.add("auth", "no caller could pass: auth declares no jwt provider and no api key")
+		}
+		for i, m := range methods {
+			if m == identity.MethodJWT && len(c.Auth.JWT) == 0 || m == identity.MethodAPIKey && len(c.Auth.APIKeys) == 0 {
+				v.add(fmt.Sprintf("auth.methods[%d]", i), "%q: auth declares none", m)
+			}
+		}
 	}
 	if r.CORS != nil {
 		v.wrap("cors", r.CORS.Validate())
