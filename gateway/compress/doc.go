@@ -18,7 +18,7 @@
 // q-values and the gateway's list, and knows nothing of Cache-Control:
 // no-transform, server-sent events or gRPC; wrapping it and a second
 // middleware for brotli would negotiate twice. So the negotiation and the
-// ResponseWriter are this package's, about 500 lines without comments, and
+// ResponseWriter are this package's, about 600 lines of code, and
 // the compression is the libraries'.
 //
 // # Negotiation
