@@ -328,7 +328,7 @@ func newConfigDiffCmd(e *env, g *globals) *cobra.Command {
 func parseRevision(cmd *cobra.Command, name, s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || n == 0 {
-		return 0, usagef(cmd, "%s: %q is not a revision (a number from 'meridian config history')", name, s)
+		return 0, usagef(cmd, "%s: %q is not a revision (a number from '%s history')", name, s, cmd.Parent().CommandPath())
 	}
 	return n, nil
 }
