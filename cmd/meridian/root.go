@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		"the server's data directory, where it writes admin.token (env MERIDIAN_DATA_DIR)")
 
 	root.AddCommand(
-		newServerCmd(e), newGatewayCmd(e, g),
+		newServerCmd(e), newGatewayCmd(e, g), newRoutesCmd(e, g),
 		newServicesCmd(e, g), newInstancesCmd(e, g), newRegisterCmd(e, g), newDeregisterCmd(e, g), newHeartbeatCmd(e, g),
 		newConfigCmd(e, g),
 		newTokenCmd(e, g),
