@@ -27,6 +27,9 @@ const (
 	routesV1 = `policies:
   timeouts:
     fast: 2s
+auth:
+  api_keys:
+    - {name: ci, hash: "sha256:` + sha256Hex + `"}
 routes:
   - name: orders
     match:
@@ -37,6 +40,7 @@ routes:
       service: orders
       subset: {version: "2"}
     policies: {timeout: fast}
+    auth: {methods: [api_key], scopes: [orders.read, orders.write]}
   - name: cart
     match: {path_prefix: /cart/}
     split:
@@ -70,6 +74,9 @@ rate_limits:
     match: {path: /search}
 `
 )
+
+// sha256Hex is the form of an API key's hash.
+const sha256Hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 // writeFiles writes name → content into a temp dir and returns the dir.
 func writeFiles(t *testing.T, files map[string]string) string {
@@ -169,9 +176,9 @@ func TestRoutesLsAndGet(t *testing.T) {
 	o := d.cli(t, "routes", "ls")
 	wantOK(t, o)
 	want := `revision 7 of gateway "default"'s routes, by ci at 2026-11-26T15:00:00Z: orders v2
-NAME    MATCH                                    UPSTREAM              AUTH  POLICIES
-orders  GET,POST api.example.com/v1/orders/{id}  orders[version=2]     -     timeout=fast
-cart    /cart/*                                  cart:90,cart-next:10  -     -
+NAME    MATCH                                    UPSTREAM              AUTH                                             POLICIES
+orders  GET,POST api.example.com/v1/orders/{id}  orders[version=2]     methods=api_key,scopes=orders.read|orders.write  timeout=fast
+cart    /cart/*                                  cart:90,cart-next:10  -                                                -
 `
 	if o.stdout != want {
 		t.Errorf("ls\n%s\nwant\n%s", o.stdout, want)
@@ -221,6 +228,12 @@ upstream:
     version: "2"
 policies:
   timeout: fast
+auth:
+  methods:
+  - api_key
+  scopes:
+  - orders.read
+  - orders.write
 `
 	if o.stdout != want {
 		t.Errorf("get orders\n%s\nwant\n%s", o.stdout, want)
@@ -420,7 +433,7 @@ func TestRoutesEndToEnd(t *testing.T) {
 	}
 	out = mustCLI("routes", "apply", "-f", file("v2.yaml"), "-m", "search", "--expect-revision", u(r1))
 	r2 := stored()[1].Revision
-	want = fmt.Sprintf("applied revision %d of gateway \"default\"'s routes (%s)\nsince revision %d: added search; changed orders; removed cart; policies, rate_limits changed\n", r2, key, r1)
+	want = fmt.Sprintf("applied revision %d of gateway \"default\"'s routes (%s)\nsince revision %d: added search; changed orders; removed cart; auth, policies, rate_limits changed\n", r2, key, r1)
 	if out != want {
 		t.Fatalf("apply v2:\n%s\nwant\n%s", out, want)
 	}
