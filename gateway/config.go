@@ -9,6 +9,8 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway/aggregate"
+	"github.com/meridian-platform/meridian/gateway/compress"
+	"github.com/meridian-platform/meridian/gateway/cors"
 	"github.com/meridian-platform/meridian/gateway/transcode"
 	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/policy"
@@ -36,8 +38,15 @@ type Config struct {
 	// per client (by IP, subject, API key or a header), enforced before
 	// anything is forwarded.
 	RateLimits map[string]RateLimit `json:"rate_limits,omitempty"`
-	// CORS is the default CORS policy of routes that set none.
-	CORS *CORSConfig `json:"cors,omitempty"`
+	// CORS is the default CORS policy of routes that set none (package
+	// gateway/cors). Nil: no CORS headers; browsers allow same-origin
+	// calls only.
+	CORS *cors.Config `json:"cors,omitempty"`
+	// Compression sets how routes compress responses (package
+	// gateway/compress): encodings, minimum size, content types, level.
+	// Nil: zstd, br and gzip at their fastest levels, for responses of
+	// 1 KiB and more of text, JSON, XML, JavaScript and SVG.
+	Compression *compress.Config `json:"compression,omitempty"`
 	// Routes are matched most specific first (see Match); ties in the
 	// order written.
 	Routes []Route `json:"routes"`
@@ -92,7 +101,7 @@ type Route struct {
 	// headers a client sent are removed before forwarding.
 	Auth *identity.Requirement `json:"auth,omitempty"`
 	// CORS overrides Config.CORS for this route.
-	CORS *CORSConfig `json:"cors,omitempty"`
+	CORS *cors.Config `json:"cors,omitempty"`
 	// MaxBodyBytes bounds request bodies; larger ones get 413 before
 	// anything is forwarded. Default 10 MiB; -1: no limit.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`

@@ -9,6 +9,8 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/gateway/aggregate"
+	"github.com/meridian-platform/meridian/gateway/compress"
+	"github.com/meridian-platform/meridian/gateway/cors"
 	"github.com/meridian-platform/meridian/gateway/transcode"
 	"github.com/meridian-platform/meridian/internal/problem"
 	"github.com/meridian-platform/meridian/traffic/identity"
@@ -25,6 +27,8 @@ type edge struct {
 	cfg      *Config
 	limiters map[string]ratelimit.Limiter
 	verifier *identity.Verifier // nil: no auth declared
+	compress func(http.Handler) http.Handler
+	cors     func(http.Handler) http.Handler // the document's default; nil: none
 }
 
 // newEdge makes the shared edge state of cfg. The verifier is kept across
@@ -43,6 +47,19 @@ func (g *Gateway) newEdge(cfg *Config) (*edge, error) {
 			e.verifier = v
 		}
 	}
+	var cc compress.Config
+	if cfg.Compression != nil {
+		cc = *cfg.Compression
+	}
+	var err error
+	if e.compress, err = compress.New(cc); err != nil {
+		return nil, err
+	}
+	if cfg.CORS != nil {
+		if e.cors, err = cors.New(*cfg.CORS); err != nil {
+			return nil, err
+		}
+	}
 	for name, rl := range cfg.RateLimits {
 		l, err := ratelimit.NewLocal(ratelimit.LocalConfig{Limit: rl.Limit})
 		if err != nil {
@@ -58,12 +75,25 @@ func (g *Gateway) newEdge(cfg *Config) (*edge, error) {
 // identity (client copies of identity headers are always removed), the
 // route's rate limit, the body limit, compression.
 func (e *edge) wrap(rc *Route, h http.Handler) (http.Handler, error) {
+	if rc.Compress == nil || *rc.Compress {
+		h = e.compress(h)
+	}
 	h = bodyLimit(rc.MaxBodyBytes, h)
 	if rc.RateLimit != "" {
 		h = ratelimit.Middleware(e.limiters[rc.RateLimit], limitKey(e.cfg.RateLimits[rc.RateLimit].Key),
 			ratelimit.WithPolicyName(rc.RateLimit), ratelimit.WithLogger(e.g.log))(h)
 	}
 	h = e.authn(rc, h)
+	switch {
+	case rc.CORS != nil:
+		c, err := cors.New(*rc.CORS)
+		if err != nil {
+			return nil, err
+		}
+		h = c(h)
+	case e.cors != nil:
+		h = e.cors(h)
+	}
 	if t := e.g.opts.Tracing; t != nil {
 		h = t.Middleware(rc.Name, h)
 	}

@@ -362,3 +362,60 @@ routes:
 		t.Fatalf("_errors %s", got["_errors"])
 	}
 }
+
+// TestCompressionAndCORS: a large JSON answer is compressed for a client
+// that accepts gzip; a preflight is answered at the edge and never
+// forwarded, and the actual request carries the CORS headers.
+func TestCompressionAndCORS(t *testing.T) {
+	var forwarded sync.Map
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		forwarded.Store(r.Method, true)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"items":"`+strings.Repeat("abc", 2000)+`"}`)
+	})
+	base, _ := startGateway(t, `
+cors: {allow_origins: ["https://shop.example.com"], allow_methods: [GET, PUT], max_age: 10m}
+routes:
+  - {name: api, match: {path_prefix: /api}, upstream: {urls: ["UPSTREAM1"]}}
+  - {name: raw, match: {path_prefix: /raw}, upstream: {urls: ["UPSTREAM1"]}, compress: false}
+`, up)
+	req, _ := http.NewRequest("GET", base+"/api/items", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	req.Header.Set("Origin", "https://shop.example.com")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" || len(b) > 1000 {
+		t.Fatalf("encoding %q, %d bytes", resp.Header.Get("Content-Encoding"), len(b))
+	}
+	if resp.Header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" {
+		t.Fatalf("CORS headers %v", resp.Header)
+	}
+	req, _ = http.NewRequest("GET", base+"/raw/items", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err = http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "" {
+		t.Fatal("compress: false route compressed")
+	}
+	req, _ = http.NewRequest("OPTIONS", base+"/api/items", nil)
+	req.Header.Set("Origin", "https://shop.example.com")
+	req.Header.Set("Access-Control-Request-Method", "PUT")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Methods") != "PUT" || resp.Header.Get("Access-Control-Max-Age") != "600" {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	if _, ok := forwarded.Load("OPTIONS"); ok {
+		t.Fatal("the preflight reached the upstream")
+	}
+}

@@ -38,6 +38,9 @@ func (c *Config) Validate() error {
 	if c.CORS != nil {
 		v.wrap("cors", c.CORS.Validate())
 	}
+	if c.Compression != nil {
+		v.wrap("compression", c.Compression.Validate())
+	}
 	v.wrap("auth", c.Auth.Validate())
 	if len(c.Routes) == 0 {
 		v.add("routes", "no routes: a gateway needs at least one")
