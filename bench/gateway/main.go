@@ -277,6 +277,7 @@ type peakRun struct {
 	cpuPerReq      float64 // proxy µs per request; NaN for direct
 	proxyCores     float64 // proxy CPU time ÷ wall time; NaN for direct
 	upstreamPerReq float64 // upstream µs per request
+	upstreamConns  float64 // connections the upstream accepted during the run
 	errors         int64   // non-2xx answers and socket errors
 	otherCores     float64
 }
@@ -334,6 +335,10 @@ func (b *bench) peakOnce(ctx context.Context, round int, system string) (peakRun
 	if err != nil {
 		return pr, err
 	}
+	connsBefore, err := b.upstreamConns(ctx)
+	if err != nil {
+		return pr, err
+	}
 	nz := benchenv.WatchNoise()
 	start := time.Now()
 	w, err := runWrk(ctx, b.bins.wrk, b.cpuLoad, b.wrkThreads, b.conns, b.duration, url, auth)
@@ -354,6 +359,12 @@ func (b *bench) peakOnce(ctx context.Context, round int, system string) (peakRun
 	if err != nil {
 		return pr, err
 	}
+	connsAfter, err := b.upstreamConns(ctx)
+	if err != nil {
+		return pr, err
+	}
+	// Less the connection that asked.
+	pr.upstreamConns = float64(connsAfter - connsBefore - 1)
 	if w.requests == 0 {
 		return pr, errors.New("wrk completed no request")
 	}
@@ -368,17 +379,28 @@ func (b *bench) peakOnce(ctx context.Context, round int, system string) (peakRun
 	if pr.errors > 0 {
 		logf(b.log, "  %s: %d errors (%d non-2xx; %s)", system, pr.errors, w.non2xx, w.socketSummary)
 	}
-	logf(b.log, "  %.0f req/s, p50 %.2f ms, p99 %.2f ms, proxy %s µs/req (%s of its core), upstream %.1f µs/req, others %.2f cores",
-		pr.rps, pr.p50, pr.p99, num(pr.cpuPerReq, 1), pctStr(pr.proxyCores), pr.upstreamPerReq, other)
+	logf(b.log, "  %.0f req/s, p50 %.2f ms, p99 %.2f ms, proxy %s µs/req (%s of its core), upstream %.1f µs/req and %.0f connections opened, others %.2f cores",
+		pr.rps, pr.p50, pr.p99, num(pr.cpuPerReq, 1), pctStr(pr.proxyCores), pr.upstreamPerReq, pr.upstreamConns, other)
 	for _, f := range []struct {
 		name string
 		v    float64
 	}{{"req_per_s", pr.rps}, {"p50_ms", pr.p50}, {"p99_ms", pr.p99}, {"proxy_cpu_us_per_req", pr.cpuPerReq},
-		{"proxy_cores", pr.proxyCores}, {"upstream_cpu_us_per_req", pr.upstreamPerReq}, {"requests", float64(w.requests)},
+		{"proxy_cores", pr.proxyCores}, {"upstream_cpu_us_per_req", pr.upstreamPerReq}, {"upstream_conns_opened", pr.upstreamConns},
+		{"requests", float64(w.requests)},
 		{"errors", float64(pr.errors)}, {"other_cores", other}} {
 		b.record("peak", round, system, f.name, f.v)
 	}
 	return pr, nil
+}
+
+// upstreamConns is how many connections the upstream has accepted,
+// counting the one this asks on.
+func (b *bench) upstreamConns(ctx context.Context) (int, error) {
+	status, body, err := get(ctx, fmt.Sprintf("http://127.0.0.1:%d/conns", b.upstreamPort), "")
+	if err != nil || status != 200 {
+		return 0, fmt.Errorf("the upstream's connection count: %d %v", status, err)
+	}
+	return strconv.Atoi(strings.TrimSpace(body))
 }
 
 // fixedRate is the open-loop rate: -rate, or half of nginx's median peak,

@@ -85,22 +85,23 @@ func report(w io.Writer, b *bench, facts []string, peaks []peakRun, opens []open
 	nginxRPS := peakMed(nginxName, func(p peakRun) float64 { return p.rps })
 	nginxCPU := peakMed(nginxName, func(p peakRun) float64 { return p.cpuPerReq })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\treq/s\t×nginx\tp50 ms\tp99 ms\tproxy CPU µs/req\t×nginx\tproxy core busy\tupstream µs/req\terrors\truns\t")
+	fmt.Fprintln(tw, "system\treq/s\t×nginx\tp50 ms\tp99 ms\tproxy CPU µs/req\t×nginx\tproxy core busy\tupstream µs/req\tupstream conns opened\terrors\truns\t")
 	for _, s := range b.systems {
 		n := len(pick(peaks, s, func(p peakRun) float64 { return 0 }))
 		if n == 0 {
-			fmt.Fprintf(tw, "%s\t—\t—\t—\t—\t—\t—\t—\t—\t—\t0\t\n", s)
+			fmt.Fprintf(tw, "%s\t—\t—\t—\t—\t—\t—\t—\t—\t—\t—\t0\t\n", s)
 			continue
 		}
 		rps := peakMed(s, func(p peakRun) float64 { return p.rps })
 		cpu := peakMed(s, func(p peakRun) float64 { return p.cpuPerReq })
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", s,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", s,
 			num(rps, 0), ratio(rps, nginxRPS),
 			num(peakMed(s, func(p peakRun) float64 { return p.p50 }), 2),
 			num(peakMed(s, func(p peakRun) float64 { return p.p99 }), 2),
 			num(cpu, 1), ratio(cpu, nginxCPU),
 			pctStr(peakMed(s, func(p peakRun) float64 { return p.proxyCores })),
 			num(peakMed(s, func(p peakRun) float64 { return p.upstreamPerReq }), 1),
+			num(peakMed(s, func(p peakRun) float64 { return p.upstreamConns }), 0),
 			num(sum(pick(peaks, s, func(p peakRun) float64 { return float64(p.errors) })), 0), n)
 	}
 	tw.Flush()

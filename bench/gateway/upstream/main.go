@@ -2,7 +2,8 @@
 // answers every request but /jwks.json with the same small body, serves
 // the JWKS of a key it makes at start on /jwks.json, and writes a JWT
 // signed with that key to -token-file, for the gateway's full chain. It
-// also takes OTLP/HTTP trace exports on /v1/traces and drops them.
+// also takes OTLP/HTTP trace exports on /v1/traces and drops them, and
+// counts the connections it accepts (GET /conns).
 //
 // The token is RS256 over a 2048-bit key by default: verifying RS256 costs
 // Go about a third of ES256 (P-256), so the gateway's figure carries the
@@ -120,12 +121,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mux.HandleFunc("GET /v1/traces", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, exports.Load())
 	})
+	// How many connections it has accepted, this request's included: a
+	// proxy that keeps its upstream connections alive opens none while it
+	// is measured.
+	var conns atomic.Int64
+	mux.HandleFunc("GET /conns", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, conns.Load())
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
 		h["Content-Type"] = []string{"text/plain"}
 		_, _ = w.Write(body)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		}}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
