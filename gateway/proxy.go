@@ -170,12 +170,13 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream refused", slog.String("path", r.URL.Path), slog.Any("err", err))
 		problem.Write(w, r, nil, &meridian.Error{Code: me.Code, RetryAfter: me.RetryAfter, Message: publicMessage(me.Code)})
 	case errors.Is(err, context.DeadlineExceeded):
+		g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream timed out", slog.String("path", r.URL.Path), slog.Any("err", err))
 		problem.WriteStatus(w, r, http.StatusGatewayTimeout, &meridian.Error{Code: meridian.CodeUnavailable,
-			Message: "the upstream did not answer in time", Err: err})
+			Message: "the upstream did not answer in time"})
 	default:
 		g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream failed", slog.String("path", r.URL.Path), slog.Any("err", err))
 		problem.WriteStatus(w, r, http.StatusBadGateway, &meridian.Error{Code: meridian.CodeUnavailable,
-			Message: "the upstream could not be reached or failed to answer", Err: err})
+			Message: "the upstream could not be reached or failed to answer"})
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-platform/meridian"
 	"github.com/meridian-platform/meridian/traffic/discovery"
+	"github.com/meridian-platform/meridian/traffic/resilience"
 )
 
 // The gateway sends every request through traffic/outbound, whose
@@ -88,9 +89,13 @@ func (s *source) Wait(ctx context.Context, key string) (*discovery.Snapshot, err
 	// The first request to a service waits for its instance list, but
 	// not for ever: with the control plane unreachable it would hang
 	// every client. After discoveryWait it is a 503 naming the cause.
-	ctx, cancel := context.WithTimeout(ctx, discoveryWait)
+	wctx, cancel := context.WithTimeout(ctx, discoveryWait)
 	defer cancel()
-	snap, err := s.cache.Wait(ctx, service)
+	snap, err := s.cache.Wait(wctx, service)
+	if err != nil && ctx.Err() == nil {
+		// Another try would wait for the same list: not retried.
+		return nil, fmt.Errorf("%w (%w)", err, resilience.ErrRejected)
+	}
 	if err != nil || t == nil || len(t.subset) == 0 {
 		return snap, err
 	}
