@@ -53,6 +53,15 @@ func machineFacts(ctx context.Context, b bins) []string {
 	if b.meridian != "" {
 		meridian = version(func(s string) string { return strings.TrimPrefix(s, "meridian ") }, b.meridian, "version")
 	}
+	// meridian is built from the work tree, which may hold changes not
+	// committed yet: say which.
+	if head, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		tree := strings.TrimSpace(string(head))
+		if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			tree += " with uncommitted changes"
+		}
+		meridian += ", work tree at " + tree
+	}
 	return []string{
 		fmt.Sprintf("machine: %d CPUs, %s; kernel %s; load average %s", runtime.NumCPU(), model,
 			strings.TrimSpace(string(kernel)), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " ")),
@@ -161,6 +170,17 @@ func report(w io.Writer, b *bench, facts []string, peaks []peakRun, opens []open
 		tw.Flush()
 	}
 
+	if len(b.disturbed) > 0 {
+		fmt.Fprintf(w, "\nWARNING: the machine was busy during %d run(s), whose figures are noisy: %s\n", len(b.disturbed), strings.Join(b.disturbed, "; "))
+	}
+	if len(b.failures) > 0 {
+		fmt.Fprintf(w, "\nFAILED runs:\n")
+		for _, f := range b.failures {
+			first, _, _ := strings.Cut(f, "\n")
+			fmt.Fprintf(w, "  %s\n", first)
+		}
+	}
+
 	fmt.Fprintln(w, "\nTargets")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	target := func(label, value string, met bool, measured bool) {
@@ -194,17 +214,10 @@ func report(w io.Writer, b *bench, facts []string, peaks []peakRun, opens []open
 			ifThen(ok, fmt.Sprintf("%.2f KiB", m.kibPerConn)), ok && m.kibPerConn <= 20, ok)
 	}
 	tw.Flush()
+	if b.bins.meridianMissing != "" {
+		fmt.Fprintf(w, "(Meridian not measured: %s)\n", b.bins.meridianMissing)
+	}
 
-	if len(b.disturbed) > 0 {
-		fmt.Fprintf(w, "\nWARNING: the machine was busy during %d run(s), whose figures are noisy: %s\n", len(b.disturbed), strings.Join(b.disturbed, "; "))
-	}
-	if len(b.failures) > 0 {
-		fmt.Fprintf(w, "\nFAILED runs:\n")
-		for _, f := range b.failures {
-			first, _, _ := strings.Cut(f, "\n")
-			fmt.Fprintf(w, "  %s\n", first)
-		}
-	}
 }
 
 func pick(runs []peakRun, system string, get func(peakRun) float64) []float64 {

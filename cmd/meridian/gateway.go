@@ -25,8 +25,8 @@ import (
 )
 
 const (
-	defaultGatewayAddr = "127.0.0.1:7480"
-	defaultAdminAddr   = "127.0.0.1:7481"
+	defaultGatewayAddr = "127.0.0.1:7401"
+	defaultAdminAddr   = "127.0.0.1:7402"
 )
 
 // gatewayFlags are the settings of `meridian gateway`.
