@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -55,7 +56,7 @@ document in --state-dir so that it starts and serves through a control-plane
 outage. With --routes-file it serves that file instead and needs a control
 plane only for service upstreams.
 
-Metrics (/metrics), /healthz and /readyz are on --admin-listen.`,
+Metrics (/metrics), /healthz, /readyz and /debug/pprof are on --admin-listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runGateway(cmd, e, g, f)
@@ -214,11 +215,17 @@ func readRoutesFile(path string) (*gateway.Config, error) {
 	return cfg, nil
 }
 
-// serveAdmin serves /metrics, /healthz and /readyz (ready once a routing
-// document is in force).
+// serveAdmin serves /metrics, /healthz, /readyz (ready once a routing
+// document is in force) and /debug/pprof.
 func serveAdmin(ctx context.Context, ln net.Listener, gw *gateway.Gateway, reg *prometheus.Registry) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Profiles, for finding where a request's CPU goes; the admin
+	// listener is loopback unless an operator says otherwise.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !gw.Ready() {
