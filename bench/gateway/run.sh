@@ -11,8 +11,8 @@
 # file and the logs; on exit it ends any process the benchmark started
 # that is still running.
 #
-#   ./bench/gateway/run.sh                       # the full run, about 13 minutes
-#   ./bench/gateway/run.sh --quick               # about 4 minutes
+#   ./bench/gateway/run.sh                       # the full run, about 11 minutes
+#   ./bench/gateway/run.sh --quick               # about 3 minutes
 #   ./bench/gateway/run.sh --only nginx,haproxy  # some systems only
 #
 # Extra arguments go to the benchmark (./bench/gateway/run.sh -h lists
