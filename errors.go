@@ -59,6 +59,28 @@ func FieldError(field, format string, args ...any) *Error {
 	return &Error{Code: CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
+// Problems returns the problems in a validation error: its *Errors, joined
+// (errors.Join) or not, in order; any other error becomes one with its
+// text as the message and CodeInvalid. Validators report every problem at
+// once; the API, the CLI and the gateway list them one by one.
+func Problems(err error) []*Error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*Error
+		for _, e := range j.Unwrap() {
+			out = append(out, Problems(e)...)
+		}
+		return out
+	}
+	var me *Error
+	if errors.As(err, &me) {
+		return []*Error{me}
+	}
+	return []*Error{{Code: CodeInvalid, Message: err.Error()}}
+}
+
 // ErrorCode returns the code of err, CodeInternal for anything that is not
 // an *Error so that internals never leak to users.
 func ErrorCode(err error) Code {

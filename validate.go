@@ -17,6 +17,18 @@ var instanceID = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._:@-]{0,127})$`)
 // keySegment is one "/"-separated part of a config key.
 var keySegment = regexp.MustCompile(`^[A-Za-z0-9_.@=-]+$`)
 
+// IsToken reports whether s is an RFC 9110 token, what header and cookie
+// names are made of.
+func IsToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // ValidateServiceName checks a service name against DNS label rules.
 func ValidateServiceName(field, name string) error {
 	if name == "" {

@@ -210,24 +210,6 @@ func firstLine(s string) string {
 // answer lists; the others are counted.
 const maxProblemsShown = 20
 
-// valueProblems returns the problems in an error of Config.ValidateConfig:
-// its *meridian.Errors, joined or not; any other error becomes one with its
-// text as the message.
-func valueProblems(err error) []*meridian.Error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []*meridian.Error
-		for _, e := range j.Unwrap() {
-			out = append(out, valueProblems(e)...)
-		}
-		return out
-	}
-	var me *meridian.Error
-	if errors.As(err, &me) {
-		return []*meridian.Error{me}
-	}
-	return []*meridian.Error{{Message: err.Error()}}
-}
-
 // subField is field within parent: "parent.field", or parent alone.
 func subField(parent, field string) string {
 	switch {
@@ -277,7 +259,7 @@ func (c *ConfigCenter) checkValue(key string, w ConfigWrite) error {
 // first problem's field within "value" is the field, and the message goes
 // on with the others, so the detail lists them all.
 func refusedPut(err error) error {
-	ps := valueProblems(err)
+	ps := meridian.Problems(err)
 	first := ps[0]
 	msg := first.Message
 	if msg == "" {
@@ -508,7 +490,7 @@ func (c *ConfigCenter) Rollback(ctx context.Context, key string, rev uint64, aut
 		return nil, err
 	}
 	if err := c.checkValue(key, w); err != nil {
-		return nil, meridian.FieldError("revision", "%d's value is no longer valid for config key %q: %s", rev, key, problemList("", valueProblems(err)))
+		return nil, meridian.FieldError("revision", "%d's value is no longer valid for config key %q: %s", rev, key, problemList("", meridian.Problems(err)))
 	}
 	return c.write(ctx, key, w)
 }

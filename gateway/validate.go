@@ -72,7 +72,7 @@ func (c *Config) validatePolicies(v *validator) {
 		}
 	}
 	err := spec.Validate()
-	for _, e := range flatten(err) {
+	for _, e := range meridian.Problems(err) {
 		me := *e
 		for from, to := range field {
 			if rest, ok := strings.CutPrefix(me.Field, from); ok {
@@ -283,18 +283,7 @@ func validLimitKey(k string) error {
 	return fmt.Errorf("%q is not ip, subject, api_key or header:<Name>", k)
 }
 
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+func validHeaderName(h string) bool { return meridian.IsToken(h) }
 
 // hopByHop are the connection-specific headers of RFC 9110 §7.6.1.
 var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
@@ -345,7 +334,7 @@ func (v *validator) add(field, format string, args ...any) {
 
 // wrap adds the problems in err, whose fields are relative to path.
 func (v *validator) wrap(path string, err error) {
-	for _, e := range flatten(err) {
+	for _, e := range meridian.Problems(err) {
 		c := *e
 		c.Code = meridian.CodeInvalid
 		if c.Field == "" {
@@ -390,31 +379,11 @@ func (rv *routeValidator) add(field, format string, args ...any) {
 }
 
 func (rv *routeValidator) wrap(path string, err error) {
-	for _, e := range flatten(err) {
+	for _, e := range meridian.Problems(err) {
 		field := path
 		if e.Field != "" {
 			field += "." + e.Field
 		}
 		rv.add(field, "%s", e.Message)
 	}
-}
-
-// flatten returns the *meridian.Errors in err (joined or not); anything
-// else becomes one with its text.
-func flatten(err error) []*meridian.Error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []*meridian.Error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	var me *meridian.Error
-	if errors.As(err, &me) {
-		return []*meridian.Error{me}
-	}
-	return []*meridian.Error{{Code: meridian.CodeInvalid, Message: err.Error()}}
 }

@@ -447,21 +447,15 @@ func checkJSON(value string) error {
 // each; joined errors are several. Only the message is shown, not the
 // cause: the messages are written for users.
 func problems(err error) []string {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []string
-		for _, e := range j.Unwrap() {
-			out = append(out, problems(e)...)
+	var out []string
+	for _, me := range meridian.Problems(err) {
+		if me.Field == "" {
+			out = append(out, me.Message)
+		} else {
+			out = append(out, me.Field+": "+me.Message)
 		}
-		return out
 	}
-	var me *meridian.Error
-	switch {
-	case !errors.As(err, &me):
-		return []string{err.Error()}
-	case me.Field == "":
-		return []string{me.Message}
-	}
-	return []string{me.Field + ": " + me.Message}
+	return out
 }
 
 func plural(n int, noun string) string {

@@ -160,7 +160,7 @@ func (c *Config) Validate() error {
 	}
 	if h := c.APIKeyHeader; h != "" {
 		switch {
-		case !isToken(h):
+		case !meridian.IsToken(h):
 			v.add("api_key_header", "%q is not a header name", h)
 		case isIdentityHeader(h):
 			v.add("api_key_header", "%q is in the X-Meridian identity namespace, which is stripped from every request", h)
@@ -370,16 +370,4 @@ func cmpOr(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-// isToken reports whether s is an RFC 9110 token, what header names are
-// made of.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return s != ""
 }

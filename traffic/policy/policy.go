@@ -464,10 +464,10 @@ func (v *validator) balancer(path string, b Balancer) {
 			v.add(path+".hash_cookie", "give hash_header or hash_cookie, not both")
 		}
 	}
-	if h := b.HashHeader; h != "" && !isToken(h) {
+	if h := b.HashHeader; h != "" && !meridian.IsToken(h) {
 		v.add(path+".hash_header", "%q is not a header name", h)
 	}
-	if c := b.HashCookie; c != "" && !isToken(c) {
+	if c := b.HashCookie; c != "" && !meridian.IsToken(c) {
 		v.add(path+".hash_cookie", "%q is not a cookie name", c)
 	}
 }
@@ -477,18 +477,6 @@ func cmpOr(p, def balance.Policy) balance.Policy {
 		return def
 	}
 	return p
-}
-
-// isToken reports whether s is an RFC 9110 token, what header and cookie
-// names are made of.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // target checks that every name in t refers to a policy of its kind.
