@@ -61,6 +61,12 @@ func (g *Gateway) newEdge(cfg *Config) (*edge, error) {
 		}
 	}
 	for name, rl := range cfg.RateLimits {
+		// A limit that did not change keeps its limiter, and so its
+		// clients' counts, across reloads.
+		if kept, ok := g.limiters[name]; ok && kept.limit == rl.Limit {
+			e.limiters[name] = kept.l
+			continue
+		}
 		l, err := ratelimit.NewLocal(ratelimit.LocalConfig{Limit: rl.Limit})
 		if err != nil {
 			return nil, meridian.FieldError("rate_limits."+name, "%v", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/policy"
+	"github.com/meridian-platform/meridian/traffic/ratelimit"
 	resmetrics "github.com/meridian-platform/meridian/traffic/resilience/metrics"
 )
 
@@ -61,6 +62,7 @@ type Gateway struct {
 
 	verifier    *identity.Verifier // the document in force's; kept while its auth does not change
 	verifierCfg identity.Config
+	limiters    map[string]keptLimiter // the document in force's edge limiters, by name
 	rev         atomic.Uint64
 	ready       atomic.Bool
 
@@ -170,12 +172,22 @@ func (g *Gateway) Apply(cfg *Config, revision uint64) error {
 	}
 	g.cur.Store(rt)
 	g.verifier, g.verifierCfg = e.verifier, cfg.Auth
+	g.limiters = map[string]keptLimiter{}
+	for name, l := range e.limiters {
+		g.limiters[name] = keptLimiter{limit: cfg.RateLimits[name].Limit, l: l}
+	}
 	g.ready.Store(true)
 	g.rev.Store(revision)
 	g.metrics.active.Set(float64(revision))
 	g.metrics.reloads.WithLabelValues("applied").Inc()
 	g.log.Info("routes applied", "revision", revision, "routes", len(cfg.Routes))
 	return nil
+}
+
+// keptLimiter is an edge limiter and the limit it was made for.
+type keptLimiter struct {
+	limit ratelimit.Limit
+	l     ratelimit.Limiter
 }
 
 // Ready reports whether a routing document is in force.

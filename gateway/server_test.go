@@ -31,12 +31,13 @@ import (
 func TestRateLimitAtTheEdge(t *testing.T) {
 	var forwarded atomic.Int64
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { forwarded.Add(1) })
-	base, _ := startGateway(t, `
+	doc := `
 rate_limits:
   per-tenant: {rate: 3, period: 1m, key: "header:X-Tenant"}
 routes:
   - {name: api, match: {path_prefix: /}, upstream: {urls: ["UPSTREAM1"]}, rate_limit: per-tenant}
-`, up)
+`
+	base, g := startGateway(t, doc, up)
 	for i := 0; i < 3; i++ {
 		if resp, _ := get(t, base+"/x", "X-Tenant", "a"); resp.StatusCode != 200 {
 			t.Fatalf("request %d: %d", i, resp.StatusCode)
@@ -52,6 +53,14 @@ routes:
 	}
 	if n := forwarded.Load(); n != 4 {
 		t.Fatalf("%d forwarded; want 4", n)
+	}
+	// A reload that leaves the limit alone keeps the clients' counts.
+	doc = strings.ReplaceAll(doc, "UPSTREAM1", up) + "  - {name: other, match: {path: /other}, upstream: {urls: [\"" + up + "\"]}}\n"
+	if err := g.Apply(mustParse(t, doc), 2); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get(t, base+"/x", "X-Tenant", "a"); resp.StatusCode != 429 {
+		t.Fatalf("after a reload tenant a got %d; want still 429", resp.StatusCode)
 	}
 }
 
