@@ -1,6 +1,7 @@
 // Package benchenv holds what every benchmark program under bench/ needs
-// from the machine: pinning itself to a core, and noticing a build that
-// would disturb the figures.
+// from the machine: pinning itself and the programs it measures to cores
+// (Child), free ports for them, their CPU time and memory from /proc, and
+// noticing a build or other processes that would disturb the figures.
 package benchenv
 
 import (

@@ -29,25 +29,31 @@ type Usage struct {
 func TreeUsage(pid int) (Usage, error) {
 	var u Usage
 	for _, p := range Tree(pid) {
-		st, err := readStat(p)
+		pu, err := ProcUsage(p)
 		if err != nil {
 			if p == pid {
 				return u, err
 			}
 			continue // exited since the listing
 		}
-		rss, err := vmRSS(p)
-		if err != nil {
-			if p == pid {
-				return u, err
-			}
-			continue
-		}
-		u.CPU += st.cpu
-		u.RSS += rss
+		u.CPU += pu.CPU
+		u.RSS += pu.RSS
 		u.Procs++
 	}
 	return u, nil
+}
+
+// ProcUsage is the Usage of pid alone, without its descendants.
+func ProcUsage(pid int) (Usage, error) {
+	st, err := readStat(pid)
+	if err != nil {
+		return Usage{}, err
+	}
+	rss, err := vmRSS(pid)
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{CPU: st.cpu, RSS: rss, Procs: 1}, nil
 }
 
 // Tree lists pid and its live descendants, pid first. It is a snapshot:
@@ -130,9 +136,12 @@ func vmRSS(pid int) (int64, error) {
 // CPU time used by every process outside this one's own tree (its
 // children are what it measures), and whether a Go build ran. The CPU
 // time is summed from /proc/<pid>/stat, the accounting a benchmark's own
-// figures use. A process that started during the watch counts in full;
-// one that ended counts through its parent's cutime+cstime once reaped.
-// It is an estimate: a process not yet reaped when it ended is missed.
+// figures use (/proc/stat's totals, sampled by the tick, disagree with it
+// on a loaded VM). A process that started during the watch counts in
+// full; one that ended counts through its parent's cutime+cstime once
+// reaped. It is an estimate: a process not yet reaped when it ended is
+// missed, and one reaped by a parent that also ended is counted against
+// the wrong baseline.
 type Noise struct {
 	start  time.Time
 	before map[int]time.Duration
