@@ -14,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 // etcdPrefix is where instances live, as Kratos' etcd registry keeps them:
@@ -31,7 +33,7 @@ type etcdSys struct {
 	nclients int // clients (connections) the instances are spread over
 	noFsync  bool
 
-	proc      *child
+	proc      *benchenv.Child
 	clientURL string
 	clients   []*clientv3.Client
 	watchCl   *clientv3.Client
@@ -58,7 +60,7 @@ func (e *etcdSys) name() string { return "etcd" }
 func (e *etcdSys) ttlSeconds() int64 { return int64(math.Ceil(e.ttl.Seconds())) }
 
 func (e *etcdSys) start(ctx context.Context, dir string, cpu int) error {
-	ports, err := freePorts(2)
+	ports, err := benchenv.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -71,12 +73,12 @@ func (e *etcdSys) start(ctx context.Context, dir string, cpu int) error {
 	if e.noFsync {
 		args = append(args, "-unsafe-no-fsync")
 	}
-	e.proc, err = startChild("etcd", cpu, dir, e.bin, args...)
+	e.proc, err = benchenv.StartChild(benchenv.ChildSpec{Name: "etcd", CPU: cpu, Dir: dir, Argv: append([]string{e.bin}, args...)})
 	if err != nil {
 		return err
 	}
-	if err := e.proc.waitReady(ctx, e.clientURL+"/health", 60*time.Second); err != nil {
-		_ = e.proc.stop(10 * time.Second)
+	if err := e.proc.WaitReady(ctx, e.clientURL+"/health", 60*time.Second); err != nil {
+		_ = e.proc.Stop(10 * time.Second)
 		return err
 	}
 	e.bg, e.stopBG = context.WithCancel(context.Background())
@@ -98,7 +100,7 @@ func (e *etcdSys) start(ctx context.Context, dir string, cpu int) error {
 	return err
 }
 
-func (e *etcdSys) pid() int           { return e.proc.pid() }
+func (e *etcdSys) pid() int           { return e.proc.PID() }
 func (e *etcdSys) metricsURL() string { return e.clientURL + "/metrics" }
 
 func (e *etcdSys) watch(ctx context.Context, ready func(), onEvent func(string, bool, time.Time)) error {
@@ -199,5 +201,5 @@ func (e *etcdSys) close() error {
 	if e.proc == nil {
 		return nil
 	}
-	return e.proc.stop(20 * time.Second)
+	return e.proc.Stop(20 * time.Second)
 }

@@ -19,26 +19,17 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "registry bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchenv.Main("registry bench", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("registry", flag.ContinueOnError)
@@ -284,12 +275,12 @@ func waitQuiet(ctx context.Context, log io.Writer, d time.Duration, maxNoise flo
 	deadline := time.Now().Add(d)
 	warned := false
 	for {
-		nz := watchNoise(-1)
+		nz := benchenv.WatchNoise()
 		select {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):
 		}
-		cores, build := nz.end()
+		cores, build := nz.End()
 		if build == "" {
 			build = benchenv.BuildRunning()
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 	"github.com/meridian-platform/meridian/client"
 )
 
@@ -24,7 +25,7 @@ type meridianSys struct {
 	workers int // concurrent heartbeats at most
 	conns   int // idle connections kept to the server
 
-	proc    *child
+	proc    *benchenv.Child
 	addr    string
 	tr      *http.Transport
 	cl      *client.Client // registrations and heartbeats, on the shared transport
@@ -38,23 +39,24 @@ var _ system = (*meridianSys)(nil)
 func (m *meridianSys) name() string { return "meridian" }
 
 func (m *meridianSys) start(ctx context.Context, dir string, cpu int) error {
-	ports, err := freePorts(1)
+	ports, err := benchenv.FreePorts(1)
 	if err != nil {
 		return err
 	}
 	m.addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	dataDir := filepath.Join(dir, "meridian-data")
-	m.proc, err = startChild("meridian", cpu, dir, m.bin, "server", "--listen", m.addr, "--data-dir", dataDir)
+	m.proc, err = benchenv.StartChild(benchenv.ChildSpec{Name: "meridian", CPU: cpu, Dir: dir,
+		Argv: []string{m.bin, "server", "--listen", m.addr, "--data-dir", dataDir}})
 	if err != nil {
 		return err
 	}
-	if err := m.proc.waitReady(ctx, "http://"+m.addr+"/readyz", 60*time.Second); err != nil {
-		_ = m.proc.stop(10 * time.Second)
+	if err := m.proc.WaitReady(ctx, "http://"+m.addr+"/readyz", 60*time.Second); err != nil {
+		_ = m.proc.Stop(10 * time.Second)
 		return err
 	}
 	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
 	if err != nil {
-		_ = m.proc.stop(10 * time.Second)
+		_ = m.proc.Stop(10 * time.Second)
 		return fmt.Errorf("meridian: the admin token: %w", err)
 	}
 	m.tr = &http.Transport{
@@ -71,7 +73,7 @@ func (m *meridianSys) start(ctx context.Context, dir string, cpu int) error {
 	return err
 }
 
-func (m *meridianSys) pid() int           { return m.proc.pid() }
+func (m *meridianSys) pid() int           { return m.proc.PID() }
 func (m *meridianSys) metricsURL() string { return "http://" + m.addr + "/metrics" }
 
 func (m *meridianSys) watch(ctx context.Context, ready func(), onEvent func(string, bool, time.Time)) error {
@@ -186,5 +188,5 @@ func (m *meridianSys) close() error {
 	if m.proc == nil {
 		return nil
 	}
-	return m.proc.stop(20 * time.Second)
+	return m.proc.Stop(20 * time.Second)
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 // instance is one registered instance as the load generator tracks it.
@@ -184,9 +186,9 @@ func runScenario(ctx context.Context, sys system, p params, dir string) (res res
 		}
 	}()
 	pid := sys.pid()
-	nz := watchNoise(pid)
+	nz := benchenv.WatchNoise()
 	defer func() {
-		res.otherCores, res.build = nz.end()
+		res.otherCores, res.build = nz.End()
 		logf(p.log, "%s: other processes used %.2f cores during the run", name, res.otherCores)
 		if res.build != "" {
 			logf(p.log, "%s: WARNING: a build ran during the run (%s)", name, res.build)

@@ -16,22 +16,14 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "etcdpeer:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchenv.Main("etcdpeer", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("etcdpeer", flag.ContinueOnError)
