@@ -81,7 +81,7 @@ func (b *bench) memoryOnce(ctx context.Context, system string, n int) (memRun, e
 	}()
 	pid := b.upstreamPID
 	if t.proc != nil {
-		pid = t.proc.pid()
+		pid = t.proc.PID()
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", t.port)
 	var auth string

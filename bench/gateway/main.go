@@ -23,7 +23,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -35,14 +34,7 @@ import (
 	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchenv.Main("gateway bench", run) }
 
 type options struct {
 	only                      string
@@ -63,8 +55,8 @@ type bench struct {
 	systems      []string
 	bins         bins
 	log          io.Writer
-	pidsFile     string
-	nofile       int // the open-files limit of this process and the ones it starts
+	pidsFile     string // the children's process groups, for run.sh to end should this program die first
+	nofile       int    // the open-files limit of this process and the ones it starts
 	upstreamPort int
 	upstreamPID  int
 	upstreamBody string
@@ -193,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer func() {
-		if err := up.stop(10 * time.Second); err != nil {
+		if err := up.Stop(10 * time.Second); err != nil {
 			logf(stderr, "%v", err)
 		}
 	}()
@@ -234,22 +226,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // startUpstream starts the upstream pinned to the load core and waits for
 // its token and its first answer.
-func (b *bench) startUpstream(ctx context.Context) (*child, error) {
-	ports, err := freePorts(1)
+func (b *bench) startUpstream(ctx context.Context) (*benchenv.Child, error) {
+	ports, err := benchenv.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
 	b.upstreamPort = ports[0]
 	tokenFile := filepath.Join(b.dir, "token")
-	c, err := startChild("upstream", b.cpuLoad, b.dir, b.pidsFile, []string{"GOMAXPROCS=1"},
-		b.bins.upstream, "-listen", fmt.Sprintf("127.0.0.1:%d", b.upstreamPort), "-token-file", tokenFile)
+	c, err := benchenv.StartChild(benchenv.ChildSpec{
+		Name: "upstream", CPU: b.cpuLoad, Dir: b.dir, Env: []string{"GOMAXPROCS=1"}, PIDsFile: b.pidsFile,
+		Argv: []string{b.bins.upstream, "-listen", fmt.Sprintf("127.0.0.1:%d", b.upstreamPort), "-token-file", tokenFile},
+	})
 	if err != nil {
 		return nil, err
 	}
-	b.upstreamPID = c.pid()
+	b.upstreamPID = c.PID()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := c.alive(); err != nil {
+		if err := c.Alive(); err != nil {
 			return nil, err
 		}
 		tok, _ := os.ReadFile(tokenFile)
@@ -261,8 +255,8 @@ func (b *bench) startUpstream(ctx context.Context) (*child, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			_ = c.stop(time.Second)
-			return nil, fmt.Errorf("the upstream did not answer within 10s; its log: %s\n%s", c.logPath, c.logTail())
+			_ = c.Stop(time.Second)
+			return nil, fmt.Errorf("the upstream did not answer within 10s; its log: %s\n%s", c.LogPath(), c.LogTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -327,7 +321,7 @@ func (b *bench) peakOnce(ctx context.Context, round int, system string) (peakRun
 	}
 	var before, after benchenv.Usage
 	if t.proc != nil {
-		if before, err = benchenv.TreeUsage(t.proc.pid()); err != nil {
+		if before, err = benchenv.TreeUsage(t.proc.PID()); err != nil {
 			return pr, err
 		}
 	}
@@ -348,10 +342,10 @@ func (b *bench) peakOnce(ctx context.Context, round int, system string) (peakRun
 		return pr, err
 	}
 	if t.proc != nil {
-		if err := t.proc.alive(); err != nil {
+		if err := t.proc.Alive(); err != nil {
 			return pr, err
 		}
-		if after, err = benchenv.TreeUsage(t.proc.pid()); err != nil {
+		if after, err = benchenv.TreeUsage(t.proc.PID()); err != nil {
 			return pr, err
 		}
 	}
@@ -490,12 +484,10 @@ func (b *bench) openOnce(ctx context.Context, round int, system string, rate flo
 	if authed(system) {
 		args = append(args, "-header", "Authorization: Bearer "+b.token)
 	}
-	if b.cpuLoad >= 0 {
-		args = append([]string{"taskset", "-c", strconv.Itoa(b.cpuLoad)}, args...)
-	}
+	args = benchenv.PinnedArgv(b.cpuLoad, args...)
 	var before benchenv.Usage
 	if t.proc != nil {
-		if before, err = benchenv.TreeUsage(t.proc.pid()); err != nil {
+		if before, err = benchenv.TreeUsage(t.proc.PID()); err != nil {
 			return or, err
 		}
 	}
@@ -518,10 +510,10 @@ func (b *bench) openOnce(ctx context.Context, round int, system string, rate flo
 		return or, fmt.Errorf("loadgen: %s", or.rep.Error)
 	}
 	if t.proc != nil {
-		if err := t.proc.alive(); err != nil {
+		if err := t.proc.Alive(); err != nil {
 			return or, err
 		}
-		after, err := benchenv.TreeUsage(t.proc.pid())
+		after, err := benchenv.TreeUsage(t.proc.PID())
 		if err != nil {
 			return or, err
 		}

@@ -6,15 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 // The systems under test, in the order a round runs them (each round
@@ -80,7 +78,7 @@ type bins struct {
 type target struct {
 	system string
 	port   int
-	proc   *child // nil for direct: its figures are the upstream's
+	proc   *benchenv.Child // nil for direct: its figures are the upstream's
 }
 
 // stop ends the system's processes, if any.
@@ -88,7 +86,7 @@ func (t *target) stop() error {
 	if t.proc == nil {
 		return nil
 	}
-	return t.proc.stop(10 * time.Second)
+	return t.proc.Stop(10 * time.Second)
 }
 
 // startSystem writes the system's config into dir, starts it pinned to
@@ -101,7 +99,7 @@ func (b *bench) startSystem(ctx context.Context, system, dir string) (*target, e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := benchenv.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +156,9 @@ func (b *bench) startSystem(ctx context.Context, system, dir string) (*target, e
 	default:
 		return nil, fmt.Errorf("unknown system %q", system)
 	}
-	c, err := startChild(system, b.cpuProxy, dir, b.pidsFile, env, argv...)
+	c, err := benchenv.StartChild(benchenv.ChildSpec{
+		Name: system, CPU: b.cpuProxy, Dir: dir, Env: env, PIDsFile: b.pidsFile, Argv: argv,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func (b *bench) checkProxies(ctx context.Context, t *target) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var last string
 	for {
-		if err := t.proc.alive(); err != nil {
+		if err := t.proc.Alive(); err != nil {
 			return err
 		}
 		status, body, err := get(ctx, url, auth)
@@ -208,7 +208,7 @@ func (b *bench) checkProxies(ctx context.Context, t *target) error {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s did not proxy %s within 30s (last: %s); its log: %s\n%s", t.system, url, last, t.proc.logPath, t.proc.logTail())
+			return fmt.Errorf("%s did not proxy %s within 30s (last: %s); its log: %s\n%s", t.system, url, last, t.proc.LogPath(), t.proc.LogTail())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -357,127 +357,4 @@ routes:
     auth: {methods: [jwt]}
     rate_limit: per-subject
 `, upstream)
-}
-
-// child is a process the benchmark started under `taskset -c`, which
-// execs it in place: pid is the program itself. It runs in its own
-// process group, so that a ^C at the terminal reaches only the benchmark,
-// which stops it in order, and so that stop can end its whole tree.
-type child struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-	waitErr error
-}
-
-// startChild runs argv pinned to cpu (when cpu >= 0), with env added to
-// this process's environment and its output going to a log in dir. It
-// notes the process group in pidsFile, so that run.sh can end it should
-// this program die without stopping it.
-func startChild(name string, cpu int, dir, pidsFile string, env []string, argv ...string) (*child, error) {
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	if cpu >= 0 {
-		argv = append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	if pidsFile != "" {
-		if f, err := os.OpenFile(pidsFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			fmt.Fprintln(f, cmd.Process.Pid)
-			f.Close()
-		}
-	}
-	c := &child{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		c.waitErr = cmd.Wait()
-		logf.Close()
-		close(c.exited)
-	}()
-	return c, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) alive() error {
-	select {
-	case <-c.exited:
-		return fmt.Errorf("%s exited (%v); its log: %s\n%s", c.name, c.waitErr, c.logPath, c.logTail())
-	default:
-		return nil
-	}
-}
-
-// stop sends SIGTERM and waits up to grace for the process to exit, then
-// kills its process group; either way it then kills whatever is left in
-// the group (a worker its master did not take down). It returns an error
-// if it had to kill.
-func (c *child) stop(grace time.Duration) error {
-	pgid := c.cmd.Process.Pid
-	defer func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) }()
-	select {
-	case <-c.exited:
-		return nil
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-		return nil
-	case <-time.After(grace):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-c.exited
-		return fmt.Errorf("%s did not stop within %s of SIGTERM; killed", c.name, grace)
-	}
-}
-
-func (c *child) logTail() string {
-	b, _ := os.ReadFile(c.logPath)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1, none of them a
-// port the machine's own services use or may use (PostgreSQL, Redis,
-// RabbitMQ, MQTT, NATS, and 7400–7409). They are free when chosen; the
-// server binds them a moment later, a race a benchmark can live with.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		if p := ln.Addr().(*net.TCPAddr).Port; !reservedPort(p) {
-			ports = append(ports, p)
-		}
-	}
-	return ports, nil
-}
-
-func reservedPort(p int) bool {
-	switch p {
-	case 5432, 6379, 5672, 1883, 4222:
-		return true
-	}
-	return p >= 7400 && p <= 7409
 }

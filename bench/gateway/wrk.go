@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
 // wrkResult is what one wrk run printed.
@@ -31,9 +33,7 @@ func runWrk(ctx context.Context, bin string, cpu, threads, conns int, d time.Dur
 		args = append(args, "-H", "Authorization: "+auth)
 	}
 	args = append(args, url)
-	if cpu >= 0 {
-		args = append([]string{"taskset", "-c", strconv.Itoa(cpu)}, args...)
-	}
+	args = benchenv.PinnedArgv(cpu, args...)
 	// wrk stops by itself after d; the context is a backstop.
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()

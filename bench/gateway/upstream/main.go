@@ -30,20 +30,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/meridian-platform/meridian/bench/internal/benchenv"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "upstream:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchenv.Main("upstream", run) }
 
 // Body is what the upstream answers: small, so that the benchmark
 // measures the proxies' per-request work rather than copying.
