@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-platform/meridian/internal/problem"
 	"github.com/meridian-platform/meridian/telemetry"
 	"github.com/meridian-platform/meridian/traffic/discovery"
+	"github.com/meridian-platform/meridian/traffic/fastclient"
 	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/policy"
@@ -79,7 +80,9 @@ func New(opts Options) (*Gateway, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Base == nil {
-		opts.Base = newH1Transport()
+		// HTTP/1.1 upstreams on the caller's goroutine (see package
+		// fastclient); upgrades go through net/http's transport.
+		opts.Base = fastclient.New(fastclient.Options{Fallback: newH1Transport()})
 	}
 	if opts.BaseH2C == nil {
 		opts.BaseH2C = newH2CTransport()
