@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -417,5 +418,29 @@ routes:
 	}
 	if _, ok := forwarded.Load("OPTIONS"); ok {
 		t.Fatal("the preflight reached the upstream")
+	}
+}
+
+// TestLargeUploadWithExpectContinue: a 4 MiB body announced with
+// Expect: 100-continue streams through to the upstream intact.
+func TestLargeUploadWithExpectContinue(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})
+	base, _ := startGateway(t, `routes: [{name: up, match: {path: /upload}, upstream: {urls: ["UPSTREAM1"]}}]`, up)
+	body := strings.Repeat("u", 4<<20)
+	req, _ := http.NewRequest("POST", base+"/upload", strings.NewReader(body))
+	req.Header.Set("Expect", "100-continue")
+	tr := &http.Transport{ExpectContinueTimeout: 5 * time.Second}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != fmt.Sprint(len(body)) {
+		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
 }

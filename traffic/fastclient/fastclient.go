@@ -140,7 +140,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	freq := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(freq)
 	buildRequest(freq, req)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	addr := hostPort(req.URL)
@@ -148,10 +147,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		c, err := t.getConn(ctx, key, req.URL.Scheme, addr)
 		if err != nil {
+			fasthttp.ReleaseRequest(freq)
 			closeBody(req)
 			return nil, mapError(ctx, err)
 		}
-		resp, err := t.exchange(ctx, c, freq, req)
+		// exchange gives freq back itself once the request is written,
+		// which may be after it returns (an early answer).
+		resp, err := t.exchange(ctx, c, freq, req, hasBody)
 		if err == nil {
 			return resp, nil
 		}
@@ -160,6 +162,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// read and the body (there is none) can be sent again — as
 		// http.Transport does.
 		if c.reused && attempt == 0 && !hasBody && ctx.Err() == nil && isStale(err) {
+			freq = fasthttp.AcquireRequest()
+			buildRequest(freq, req)
 			continue
 		}
 		closeBody(req)
@@ -167,21 +171,64 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// exchange writes freq on c and reads the answer's header. On error c is
-// closed.
-func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Request, req *http.Request) (*http.Response, error) {
+// exchange writes freq on c and reads the answer's header; it releases
+// freq when the request has been written. On error c is closed.
+//
+// A request with a body is written by a goroutine of the exchange's while
+// the answer is read, as http.Transport does, so that an upstream that
+// answers before reading the whole body (a 413, a 401 to an upload) is
+// heard instead of failing the write: the answer is returned, and the
+// connection, which still carries the rest of the body, is closed with
+// the answer's body, after the writer has stopped.
+func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Request, req *http.Request, hasBody bool) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(aLongTimeAgo) })
 	deadline, _ := ctx.Deadline() // zero: none (clears a previous one)
 	_ = c.nc.SetDeadline(deadline)
 	fresp := fasthttp.AcquireResponse()
 	fresp.StreamBody = true
 	fresp.SkipBody = req.Method == http.MethodHead
-	err := freq.Write(c.bw)
-	if err == nil {
-		err = c.bw.Flush()
+	var err error
+	var written chan error // nil: the request is written
+	if hasBody {
+		written = make(chan error, 1)
+		go func() {
+			err := freq.Write(c.bw)
+			if err == nil {
+				err = c.bw.Flush()
+			}
+			written <- err
+		}()
+	} else {
+		err = freq.Write(c.bw)
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		fasthttp.ReleaseRequest(freq)
 	}
 	if err == nil {
 		err = fresp.Read(c.br)
+	}
+	early := false
+	if written != nil {
+		if err != nil {
+			// No answer: stop the writer and keep its error, the cause
+			// more likely to explain.
+			c.nc.Close()
+			if werr := <-written; werr != nil && !isStale(werr) {
+				err = werr
+			}
+			fasthttp.ReleaseRequest(freq)
+		} else {
+			select {
+			case werr := <-written:
+				fasthttp.ReleaseRequest(freq)
+				if werr != nil {
+					early = true // answered though the body did not all go
+				}
+			default:
+				early = true
+			}
+		}
 	}
 	if err != nil {
 		stop()
@@ -217,8 +264,16 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 	// leaves nothing to reuse. fasthttp counts an answer to HEAD without
 	// a length as one, and so closes that connection, as its own client
 	// does.
-	reusable := !fresp.ConnectionClose()
+	reusable := !fresp.ConnectionClose() && !early
 	b := &body{t: t, c: c, resp: fresp, stop: stop, reusable: reusable}
+	if early {
+		select {
+		case <-written:
+			fasthttp.ReleaseRequest(freq)
+		default:
+			b.writer, b.freq = written, freq // still writing: Close waits for it
+		}
+	}
 	if s := fresp.BodyStream(); s != nil && !noBody {
 		b.r = s
 		resp.Body = b
@@ -239,6 +294,11 @@ type body struct {
 	r        io.Reader
 	stop     func() bool
 	reusable bool
+
+	// writer, when not nil, is the goroutine still writing freq; Close
+	// closes the connection, waits for it and releases freq.
+	writer <-chan error
+	freq   *fasthttp.Request
 
 	mu     sync.Mutex // Close from another goroutine than Read's
 	eof    bool
@@ -276,6 +336,10 @@ func (b *body) Close() error {
 		// Closing the connection first ends a Read blocked on it in
 		// another goroutine before the stream is given back.
 		b.c.nc.Close()
+	}
+	if b.writer != nil {
+		<-b.writer // the connection is closed: the write ends
+		fasthttp.ReleaseRequest(b.freq)
 	}
 	_ = b.resp.CloseBodyStream()
 	fasthttp.ReleaseResponse(b.resp)

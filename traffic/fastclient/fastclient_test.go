@@ -290,3 +290,35 @@ func TestHTTPS(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestEarlyAnswerIsHeard: an upstream that refuses an upload without
+// reading it is heard (its 413 comes back, not a write error), and the
+// connection is not reused.
+func TestEarlyAnswerIsHeard(t *testing.T) {
+	s, conns := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/upload" {
+			http.Error(w, "too big for me", http.StatusRequestEntityTooLarge)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	tr := newTransport(t)
+	for _, chunked := range []bool{false, true} {
+		var body io.Reader = strings.NewReader(strings.Repeat("u", 8<<20))
+		if chunked {
+			body = io.MultiReader(body)
+		}
+		req, _ := http.NewRequest("POST", s.URL+"/upload", body)
+		resp, got := do(t, tr, req)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got, "too big") {
+			t.Fatalf("chunked=%v: %d %q", chunked, resp.StatusCode, got)
+		}
+	}
+	req, _ := http.NewRequest("GET", s.URL+"/after", nil)
+	if _, got := do(t, tr, req); got != "ok" {
+		t.Fatalf("after: %q", got)
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections; want 3 (none reused after an early answer)", n)
+	}
+}
