@@ -189,12 +189,19 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 	fresp.SkipBody = req.Method == http.MethodHead
 	var err error
 	var written chan error // nil: the request is written
+	src, _ := freq.BodyStream().(*source)
 	if hasBody {
 		written = make(chan error, 1)
 		go func() {
 			err := freq.Write(c.bw)
 			if err == nil {
 				err = c.bw.Flush()
+			}
+			if err != nil && src != nil && src.err != nil {
+				// The body's source failed (the client went away, or
+				// passed the body limit): the upstream, still waiting for
+				// the rest, will never answer. Closing ends the read.
+				c.nc.Close()
 			}
 			written <- err
 		}()
@@ -214,7 +221,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 			// No answer: stop the writer and keep its error, the cause
 			// more likely to explain.
 			c.nc.Close()
-			if werr := <-written; werr != nil && !isStale(werr) {
+			if werr := <-written; src != nil && src.err != nil {
+				err = src.err // the client's side failed: a 413, a cancel
+			} else if werr != nil && !isStale(werr) {
 				err = werr
 			}
 			fasthttp.ReleaseRequest(freq)
@@ -373,8 +382,23 @@ func buildRequest(freq *fasthttp.Request, req *http.Request) {
 		if req.ContentLength <= 0 {
 			n = -1 // chunked
 		}
-		freq.SetBodyStream(req.Body, n)
+		freq.SetBodyStream(&source{r: req.Body}, n)
 	}
+}
+
+// source is a request body as the writer reads it, noting whether reading
+// it failed (as opposed to writing it to the upstream).
+type source struct {
+	r   io.Reader
+	err error // the first read error other than io.EOF; the writer's only
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
 }
 
 func (t *Transport) getConn(ctx context.Context, key, scheme, addr string) (*conn, error) {

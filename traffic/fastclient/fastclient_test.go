@@ -322,3 +322,23 @@ func TestEarlyAnswerIsHeard(t *testing.T) {
 		t.Fatalf("%d connections; want 3 (none reused after an early answer)", n)
 	}
 }
+
+// TestFailingBodySourceEndsTheExchange: when reading the request body
+// fails halfway (the client went away, a body limit), the upstream would
+// wait for the rest for ever; the exchange ends with the source's error.
+func TestFailingBodySourceEndsTheExchange(t *testing.T) {
+	s, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	})
+	boom := errors.New("client went away")
+	body := io.MultiReader(strings.NewReader(strings.Repeat("b", 10000)), errReader{boom})
+	req, _ := http.NewRequest("POST", s.URL, body)
+	_, err := newTransport(t).RoundTrip(req)
+	if !errors.Is(err, boom) {
+		t.Fatalf("err %v; want the source's error", err)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
