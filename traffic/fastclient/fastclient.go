@@ -124,6 +124,10 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
+// writerGrace is how long Close waits for a request's writer that was still
+// going when the answer came, before giving up on the connection.
+const writerGrace = time.Second
+
 // aLongTimeAgo is a deadline that makes a blocked read or write return at
 // once: how a canceled request interrupts its exchange.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -215,7 +219,8 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 	if err == nil {
 		err = fresp.Read(c.br)
 	}
-	early := false
+	early := false   // the answer came though the body did not all go
+	pending := false // the writer had not finished when the answer came
 	if written != nil {
 		if err != nil {
 			// No answer: stop the writer and keep its error, the cause
@@ -231,11 +236,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 			select {
 			case werr := <-written:
 				fasthttp.ReleaseRequest(freq)
-				if werr != nil {
-					early = true // answered though the body did not all go
-				}
+				early = werr != nil
 			default:
-				early = true
+				// Usually the writer is about to report success; Close
+				// finds out (see body.Close).
+				pending = true
 			}
 		}
 	}
@@ -275,13 +280,8 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 	// does.
 	reusable := !fresp.ConnectionClose() && !early
 	b := &body{t: t, c: c, resp: fresp, stop: stop, reusable: reusable}
-	if early {
-		select {
-		case <-written:
-			fasthttp.ReleaseRequest(freq)
-		default:
-			b.writer, b.freq = written, freq // still writing: Close waits for it
-		}
+	if pending {
+		b.writer, b.freq = written, freq
 	}
 	if s := fresp.BodyStream(); s != nil && !noBody {
 		b.r = s
@@ -341,13 +341,32 @@ func (b *body) Close() error {
 	// stop reports false when the context's cancellation already poisoned
 	// the connection's deadline.
 	keep := b.stop() && eof && b.reusable
+	if b.writer != nil && keep {
+		// The answer is all read while the request was still being
+		// written when it began. An upstream that read the whole request
+		// lets the writer finish at once; one that answered without
+		// reading it leaves the writer stuck, and the connection is
+		// useless.
+		t := time.NewTimer(writerGrace)
+		select {
+		case werr := <-b.writer:
+			b.writer = nil
+			keep = werr == nil
+		case <-t.C:
+			keep = false
+		}
+		t.Stop()
+	}
 	if !keep {
 		// Closing the connection first ends a Read blocked on it in
-		// another goroutine before the stream is given back.
+		// another goroutine before the stream is given back, and a
+		// write still going on.
 		b.c.nc.Close()
 	}
 	if b.writer != nil {
-		<-b.writer // the connection is closed: the write ends
+		<-b.writer
+	}
+	if b.freq != nil {
 		fasthttp.ReleaseRequest(b.freq)
 	}
 	_ = b.resp.CloseBodyStream()
