@@ -84,22 +84,28 @@ func (g *Gateway) offer(e meridian.ConfigEntry, stateFile string) {
 	}
 }
 
-// SaveState writes e to path atomically (a temporary file renamed over
-// it), so a crash leaves the old state or the new, never half of one.
+// SaveState writes e to path atomically (see writeFileAtomic).
 func SaveState(path string, e meridian.ConfigEntry) error {
 	b, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
 		return err
 	}
+	return writeFileAtomic(path, b)
+}
+
+// writeFileAtomic writes data to path through a temporary file renamed
+// over it, so a crash leaves the old content or the new, never half of
+// one.
+func writeFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".routes-*.tmp")
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*.tmp")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
 	}

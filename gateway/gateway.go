@@ -231,7 +231,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // router is one compiled document: its routes, most specific first.
 type router struct {
-	routes []*route
+	routes   []*route
+	services []string // the registry services the routes use
 }
 
 type route struct {
@@ -264,7 +265,7 @@ func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*targe
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	rt := &router{}
+	rt := &router{services: usedServices(cfg)}
 	type ordered struct {
 		r    *route
 		spec specificity

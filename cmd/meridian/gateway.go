@@ -67,7 +67,7 @@ Metrics (/metrics), /healthz, /readyz and /debug/pprof are on --admin-listen.`,
 	fl.StringVar(&f.adminListen, "admin-listen", envOr(e.getenv, "MERIDIAN_GATEWAY_ADMIN_LISTEN", defaultAdminAddr), "address of /metrics, /healthz and /readyz (env MERIDIAN_GATEWAY_ADMIN_LISTEN)")
 	fl.StringVar(&f.name, "name", envOr(e.getenv, "MERIDIAN_GATEWAY_NAME", "default"), "gateway name: its routes are the config key meridian/gateway/<name>/routes (env MERIDIAN_GATEWAY_NAME)")
 	fl.StringVar(&f.routesFile, "routes-file", e.getenv("MERIDIAN_GATEWAY_ROUTES_FILE"), "serve this routing document (YAML or JSON) instead of the config center's (env MERIDIAN_GATEWAY_ROUTES_FILE)")
-	fl.StringVar(&f.stateDir, "state-dir", e.getenv("MERIDIAN_GATEWAY_STATE_DIR"), "where the last good routing document is kept (default <data-dir>/gateway/<name>)")
+	fl.StringVar(&f.stateDir, "state-dir", e.getenv("MERIDIAN_GATEWAY_STATE_DIR"), "where the last good routing document and the instances its routes use are kept (default <data-dir>/gateway/<name>)")
 	fl.BoolVar(&f.accessLog, "access-log", true, "write one JSON access log record per request to stderr")
 	fl.Float64Var(&f.traceSample, "trace-sample", 0, "share of requests traced, 0-1 (OTLP endpoint from OTEL_EXPORTER_OTLP_ENDPOINT)")
 	fl.StringVar(&f.tlsCert, "tls-cert", e.getenv("MERIDIAN_GATEWAY_TLS_CERT"), "PEM certificate: serve HTTPS with HTTP/2 (env MERIDIAN_GATEWAY_TLS_CERT)")
@@ -156,6 +156,23 @@ func runGateway(cmd *cobra.Command, e *env, g *globals, f gatewayFlags) error {
 	}
 	wg.Go(func() { _ = gw.Run(ctx) })
 
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(g.dataDir, "gateway", f.name)
+	}
+	if cache != nil {
+		// The instances kept from the last run serve until discovery
+		// answers: a gateway restarted during a control-plane outage
+		// still reaches its services.
+		instFile := filepath.Join(stateDir, "instances.json")
+		if n, err := gateway.SeedInstances(cache, instFile); err != nil {
+			log.Warn("the kept instances cannot be used", "err", err)
+		} else if n > 0 {
+			log.Info("serving the kept instances until discovery answers", "file", instFile, "services", n)
+		}
+		wg.Go(func() { _ = gw.KeepInstances(ctx, instFile) })
+	}
+
 	source := ""
 	if fileCfg != nil {
 		if err := gw.Apply(fileCfg, 0); err != nil {
@@ -163,10 +180,6 @@ func runGateway(cmd *cobra.Command, e *env, g *globals, f gatewayFlags) error {
 		}
 		source = f.routesFile
 	} else {
-		stateDir := f.stateDir
-		if stateDir == "" {
-			stateDir = filepath.Join(g.dataDir, "gateway", f.name)
-		}
 		stateFile := filepath.Join(stateDir, "routes.json")
 		key := gateway.Key(f.name)
 		rev, err := gw.Restore(stateFile)

@@ -63,7 +63,8 @@ type Watcher interface {
 // neither the slice nor the instances it points to may be modified.
 type Snapshot struct {
 	Service string
-	// Index is the registry index this view reflects.
+	// Index is the registry index this view reflects; 0 for a Seed not
+	// yet confirmed by the control plane.
 	Index uint64
 	// Instances are the instances discovery serves (health passing or
 	// warning), sorted by ID.
@@ -136,10 +137,11 @@ type Cache struct {
 }
 
 type entry struct {
-	service string
-	snap    atomic.Pointer[Snapshot]
-	synced  chan struct{}         // closed when the first Snapshot is published
-	lastErr atomic.Pointer[error] // the last watch failure, for Wait's error
+	service   string
+	publishMu sync.Mutex // serializes publish and Seed
+	snap      atomic.Pointer[Snapshot]
+	synced    chan struct{}         // closed when the first Snapshot is published
+	lastErr   atomic.Pointer[error] // the last watch failure, for Wait's error
 }
 
 // New returns a Cache that watches through w. It starts nothing: call Run.
@@ -197,6 +199,28 @@ func (c *Cache) Snapshot(service string) *Snapshot {
 		return nil
 	}
 	return c.lookup(service).snap.Load()
+}
+
+// Seed gives a service a view before its watch has synced: the instances
+// a process kept from an earlier run (a gateway restarted while the
+// control plane is unreachable). The seeded Snapshot has Index 0, serves
+// Snapshot and Wait at once, and is replaced, its Changed closed, by the
+// first sync of the watch. Seed does nothing once the service has a view.
+func (c *Cache) Seed(service string, instances []*meridian.Instance) error {
+	if err := meridian.ValidateServiceName("service", service); err != nil {
+		return err
+	}
+	e := c.lookup(service)
+	e.publishMu.Lock()
+	defer e.publishMu.Unlock()
+	if e.snap.Load() != nil {
+		return nil
+	}
+	in := slices.Clone(instances)
+	slices.SortFunc(in, func(a, b *meridian.Instance) int { return cmp.Compare(a.ID, b.ID) })
+	e.snap.Store(&Snapshot{Service: service, Instances: in, changed: make(chan struct{})})
+	close(e.synced)
+	return nil
 }
 
 // Wait returns the service's view, waiting for the first sync of its watch
@@ -331,6 +355,8 @@ func apply(set map[string]*meridian.Instance, ev meridian.InstanceEvent) {
 // publish swaps in a new Snapshot built from set and wakes the readers of
 // the previous one.
 func (e *entry) publish(set map[string]*meridian.Instance, index uint64) {
+	e.publishMu.Lock()
+	defer e.publishMu.Unlock()
 	serving := make([]*meridian.Instance, 0, len(set))
 	for _, in := range set {
 		if in.Health.Status.Serving() {

@@ -365,3 +365,28 @@ func TestConcurrentReaders(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestSeedServesUntilTheFirstSync: instances kept from an earlier run
+// serve at once, and the first sync of the watch replaces them; a seed
+// after that changes nothing.
+func TestSeedServesUntilTheFirstSync(t *testing.T) {
+	w := newScriptWatcher()
+	c := start(t, w)
+	kept := put(3, "kept-1", meridian.StatusPassing).Instance
+	if err := c.Seed("orders", []*meridian.Instance{kept}); err != nil {
+		t.Fatal(err)
+	}
+	s := waitSnapshot(t, c, "orders")
+	want(t, s, 0, "kept-1")
+	st := w.next(t)
+	st.send(t, put(7, "live-1", meridian.StatusPassing), synced(7))
+	s = changed(t, c, s)
+	want(t, s, 7, "live-1")
+	if err := c.Seed("orders", []*meridian.Instance{kept}); err != nil {
+		t.Fatal(err)
+	}
+	want(t, c.Snapshot("orders"), 7, "live-1")
+	if err := c.Seed("Bad Name", nil); err == nil {
+		t.Fatal("a malformed service name was seeded")
+	}
+}
