@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/meridian-platform/meridian"
@@ -20,8 +21,8 @@ import (
 // defaultMaxBody is a route's request body limit unless it sets one.
 const defaultMaxBody = 10 << 20
 
-// edge holds what a document's routes share at the edge: the rate
-// limiters by name.
+// edge holds what a document's routes share at the edge: the verifier,
+// the rate limiters by name, compression and the default CORS.
 type edge struct {
 	g        *Gateway
 	cfg      *Config
@@ -36,9 +37,10 @@ type edge struct {
 // fetched keys and its cache of verified tokens. Called under g.mu.
 func (g *Gateway) newEdge(cfg *Config) (*edge, error) {
 	e := &edge{g: g, cfg: cfg, limiters: map[string]ratelimit.Limiter{}}
+	prev := g.edge
 	if len(cfg.Auth.JWT) > 0 || len(cfg.Auth.APIKeys) > 0 {
-		if g.verifier != nil && reflect.DeepEqual(g.verifierCfg, cfg.Auth) {
-			e.verifier = g.verifier
+		if prev != nil && prev.verifier != nil && reflect.DeepEqual(prev.cfg.Auth, cfg.Auth) {
+			e.verifier = prev.verifier
 		} else {
 			v, err := identity.New(cfg.Auth, identity.Options{Logger: g.log})
 			if err != nil {
@@ -63,9 +65,11 @@ func (g *Gateway) newEdge(cfg *Config) (*edge, error) {
 	for name, rl := range cfg.RateLimits {
 		// A limit that did not change keeps its limiter, and so its
 		// clients' counts, across reloads.
-		if kept, ok := g.limiters[name]; ok && kept.limit == rl.Limit {
-			e.limiters[name] = kept.l
-			continue
+		if prev != nil {
+			if kept, ok := prev.limiters[name]; ok && prev.cfg.RateLimits[name].Limit == rl.Limit {
+				e.limiters[name] = kept
+				continue
+			}
 		}
 		l, err := ratelimit.NewLocal(ratelimit.LocalConfig{Limit: rl.Limit})
 		if err != nil {
@@ -187,8 +191,7 @@ func bodyLimit(max int64, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
-			problem.Write(w, r, nil, &meridian.Error{Code: meridian.CodeTooLarge,
-				Message: "the request body is larger than this route's limit of " + formatBytes(max)})
+			problem.Write(w, r, nil, tooLarge(max))
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength < 0 {
@@ -198,27 +201,20 @@ func bodyLimit(max int64, next http.Handler) http.Handler {
 	})
 }
 
+// tooLarge is the refusal of a body over a route's limit of max bytes.
+func tooLarge(max int64) *meridian.Error {
+	return &meridian.Error{Code: meridian.CodeTooLarge,
+		Message: "the request body is larger than this route's limit of " + formatBytes(max)}
+}
+
 func formatBytes(n int64) string {
 	switch {
 	case n >= 1<<20 && n%(1<<20) == 0:
-		return itoa(n>>20) + " MiB"
+		return strconv.FormatInt(n>>20, 10) + " MiB"
 	case n >= 1<<10 && n%(1<<10) == 0:
-		return itoa(n>>10) + " KiB"
+		return strconv.FormatInt(n>>10, 10) + " KiB"
 	}
-	return itoa(n) + " bytes"
-}
-
-func itoa(n int64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 // aggregate is the terminal of an aggregation route: its branches go

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -18,10 +17,8 @@ import (
 	"github.com/meridian-platform/meridian/telemetry"
 	"github.com/meridian-platform/meridian/traffic/discovery"
 	"github.com/meridian-platform/meridian/traffic/fastclient"
-	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/outbound"
 	"github.com/meridian-platform/meridian/traffic/policy"
-	"github.com/meridian-platform/meridian/traffic/ratelimit"
 	resmetrics "github.com/meridian-platform/meridian/traffic/resilience/metrics"
 )
 
@@ -59,13 +56,11 @@ type Gateway struct {
 	misses  *routeMetrics
 
 	cur atomic.Pointer[router]
-	mu  sync.Mutex // serializes Apply; guards verifier
+	mu  sync.Mutex // serializes Apply; guards edge
 
-	verifier    *identity.Verifier // the document in force's; kept while its auth does not change
-	verifierCfg identity.Config
-	limiters    map[string]keptLimiter // the document in force's edge limiters, by name
-	rev         atomic.Uint64
-	ready       atomic.Bool
+	edge  *edge // the document in force's; its verifier and limiters outlive reloads that keep them
+	rev   atomic.Uint64
+	ready atomic.Bool
 
 	ctx         context.Context // ends at Close: mirrors stop
 	cancel      context.CancelFunc
@@ -174,23 +169,13 @@ func (g *Gateway) Apply(cfg *Config, revision uint64) error {
 		return err
 	}
 	g.cur.Store(rt)
-	g.verifier, g.verifierCfg = e.verifier, cfg.Auth
-	g.limiters = map[string]keptLimiter{}
-	for name, l := range e.limiters {
-		g.limiters[name] = keptLimiter{limit: cfg.RateLimits[name].Limit, l: l}
-	}
+	g.edge = e
 	g.ready.Store(true)
 	g.rev.Store(revision)
 	g.metrics.active.Set(float64(revision))
 	g.metrics.reloads.WithLabelValues("applied").Inc()
 	g.log.Info("routes applied", "revision", revision, "routes", len(cfg.Routes))
 	return nil
-}
-
-// keptLimiter is an edge limiter and the limit it was made for.
-type keptLimiter struct {
-	limit ratelimit.Limit
-	l     ratelimit.Limiter
 }
 
 // Ready reports whether a routing document is in force.
@@ -212,7 +197,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(requestIDHeader, id)
 	rt := g.cur.Load()
-	route, params := rt.match(r)
+	var buf [maxParams]string // on the stack: matching allocates nothing
+	route, params := rt.match(r, buf[:0])
 	if route == nil {
 		start := time.Now()
 		problem.Write(w, r, nil, meridian.Errorf(meridian.CodeNotFound, "no route matches %s %s%s", r.Method, r.Host, r.URL.Path))
@@ -245,12 +231,13 @@ type route struct {
 // maxParams bounds the parameters captured without allocating.
 const maxParams = 8
 
-func (rt *router) match(r *http.Request) (*route, []string) {
+// match returns the route r takes and the path parameters it captured,
+// appended to params.
+func (rt *router) match(r *http.Request, params []string) (*route, []string) {
 	host := requestHost(r)
-	var buf [maxParams]string
 	for _, ro := range rt.routes {
-		if params, ok := ro.m.match(r, host, buf[:0]); ok {
-			return ro, params
+		if got, ok := ro.m.match(r, host, params); ok {
+			return ro, got
 		}
 	}
 	return nil, nil
@@ -269,7 +256,6 @@ func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*targe
 	type ordered struct {
 		r    *route
 		spec specificity
-		i    int
 	}
 	var all []ordered
 	for i := range cfg.Routes {
@@ -303,11 +289,8 @@ func (g *Gateway) compile(cfg *Config) (*router, *policy.Spec, map[string]*targe
 		ro := &route{name: rc.Name, m: m, handler: &observed{name: rc.Name, next: h, metrics: g.metrics.route(rc.Name), access: g.opts.AccessLog}}
 		if m.path != nil {
 			ro.params = m.path.names()
-			if len(ro.params) > maxParams {
-				return nil, nil, nil, nil, meridian.FieldError(fmt.Sprintf("routes[%d].match.path", i), "route %q: at most %d parameters", rc.Name, maxParams)
-			}
 		}
-		all = append(all, ordered{ro, m.specificity(), i})
+		all = append(all, ordered{ro, m.specificity()})
 	}
 	slices.SortStableFunc(all, func(a, b ordered) int { return compareSpecificity(a.spec, b.spec) })
 	for _, o := range all {
@@ -330,7 +313,7 @@ func (g *Gateway) terminal(rc *Route, key func(*Upstream) string) (http.Handler,
 	ups = append(ups, rc.Split...)
 	for i := range ups {
 		u := &ups[i]
-		if u.Protocol == "h2c" || u.Protocol == "grpc" {
+		if u.overH2C() {
 			f.h2 = true
 		}
 		b := &backend{key: key(&u.Upstream), weight: u.Weight, when: u.When}
@@ -347,7 +330,7 @@ func (g *Gateway) terminal(rc *Route, key func(*Upstream) string) (http.Handler,
 			pct = 100
 		}
 		var tr http.RoundTripper = g.h1
-		if mr.Protocol == "h2c" || mr.Protocol == "grpc" {
+		if mr.overH2C() {
 			tr = g.h2
 		}
 		f.mirror = &mirror{g: g, key: key(&mr.Upstream), scheme: schemeOf(&mr.Upstream), percent: pct, tr: tr}

@@ -204,6 +204,9 @@ func parsePath(s string) (*pathPattern, error) {
 		p.segs = append(p.segs, segment{param: name})
 		p.params++
 	}
+	if p.params > maxParams {
+		return nil, fmt.Errorf("%q has %d parameters; at most %d", s, p.params, maxParams)
+	}
 	return p, nil
 }
 
@@ -308,7 +311,7 @@ func compileMatch(m *Match) (*matcher, error) {
 		c.methods = append(c.methods, meth)
 	}
 	for _, k := range sortedKeys(m.Headers) {
-		if !validHeaderName(k) {
+		if !meridian.IsToken(k) {
 			return nil, meridian.FieldError("headers."+k, "%q is not a valid header name", k)
 		}
 		c.headers = append(c.headers, kv{textproto.CanonicalMIMEHeaderKey(k), m.Headers[k]})

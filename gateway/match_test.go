@@ -102,7 +102,7 @@ routes:
 			if tc.header[0] != "" {
 				r.Header.Set(tc.header[0], tc.header[1])
 			}
-			ro, params := rt.match(r)
+			ro, params := rt.match(r, nil)
 			if ro == nil {
 				t.Fatalf("no route; want %s", tc.want)
 			}

@@ -158,11 +158,10 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	var me *meridian.Error
-	var tooLarge *http.MaxBytesError
+	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		problem.Write(w, r, nil, &meridian.Error{Code: meridian.CodeTooLarge,
-			Message: "the request body is larger than this route's limit of " + formatBytes(tooLarge.Limit)})
+	case errors.As(err, &mbe):
+		problem.Write(w, r, nil, tooLarge(mbe.Limit))
 	case errors.As(err, &me) && me.Code != meridian.CodeInternal:
 		// The data path's refusal keeps its code and Retry-After, but its
 		// text stays in the log: it names internal addresses and causes

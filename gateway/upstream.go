@@ -184,6 +184,9 @@ func targetOf(key string, u *Upstream) *target {
 	return &target{fixed: discovery.Fixed(key, inst)}
 }
 
+// overH2C reports whether the gateway speaks HTTP/2 without TLS to u.
+func (u *Upstream) overH2C() bool { return u.Protocol == "h2c" || u.Protocol == "grpc" }
+
 // schemeOf is the scheme the gateway speaks to u: https for https URLs.
 func schemeOf(u *Upstream) string {
 	if len(u.URLs) > 0 && strings.HasPrefix(u.URLs[0], "https:") {

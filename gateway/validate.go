@@ -24,7 +24,7 @@ func (c *Config) Validate() error {
 	c.validatePolicies(v)
 	for name, rl := range c.RateLimits {
 		path := "rate_limits." + name
-		if !policyName(name) {
+		if !policy.ValidName(name) {
 			v.add(path, "%q is not a valid name: use 1-64 letters, digits and _ . -", name)
 		}
 		l := rl.Limit
@@ -112,7 +112,7 @@ func (c *Config) validateRoute(v *routeValidator, r *Route) {
 					v.add(path+".when", "is empty: give headers or cookies, or leave it out")
 				}
 				for k := range b.When.Headers {
-					if !validHeaderName(k) {
+					if !meridian.IsToken(k) {
 						v.add(path+".when.headers."+k, "%q is not a valid header name", k)
 					}
 				}
@@ -153,7 +153,7 @@ func (c *Config) validateRoute(v *routeValidator, r *Route) {
 			if p, err := parsePath(m.Path); err == nil && m.Path != "" {
 				have = p.names()
 			}
-			for _, ref := range placeholders(rw.Path) {
+			for _, ref := range compileTemplate(rw.Path).params {
 				if !slices.Contains(have, ref) {
 					v.add("rewrite.path", "{%s} is not a parameter of match.path", ref)
 				}
@@ -233,7 +233,7 @@ func validateUpstream(v *routeValidator, path string, u *Upstream) {
 
 func validateHeaderOp(v *routeValidator, path string, op HeaderOp) {
 	for i, h := range op.Remove {
-		if !validHeaderName(h) {
+		if !meridian.IsToken(h) {
 			v.add(fmt.Sprintf("%s.remove[%d]", path, i), "%q is not a valid header name", h)
 		}
 	}
@@ -242,7 +242,7 @@ func validateHeaderOp(v *routeValidator, path string, op HeaderOp) {
 		kv   map[string]string
 	}{{"set", op.Set}, {"add", op.Add}} {
 		for k, val := range m.kv {
-			if !validHeaderName(k) {
+			if !meridian.IsToken(k) {
 				v.add(path+"."+m.name+"."+k, "%q is not a valid header name", k)
 			}
 			if strings.ContainsAny(val, "\r\n") {
@@ -277,13 +277,11 @@ func validLimitKey(k string) error {
 	switch {
 	case k == "", k == "ip", k == "subject", k == "api_key":
 		return nil
-	case strings.HasPrefix(k, "header:") && validHeaderName(k[len("header:"):]):
+	case strings.HasPrefix(k, "header:") && meridian.IsToken(k[len("header:"):]):
 		return nil
 	}
 	return fmt.Errorf("%q is not ip, subject, api_key or header:<Name>", k)
 }
-
-func validHeaderName(h string) bool { return meridian.IsToken(h) }
 
 // hopByHop are the connection-specific headers of RFC 9110 §7.6.1.
 var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
@@ -291,36 +289,6 @@ var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-A
 
 func isHopByHop(h string) bool {
 	return slices.Contains(hopByHop, textproto.CanonicalMIMEHeaderKey(h))
-}
-
-func policyName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && strings.IndexByte("_.-", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// placeholders returns the {name} references in s.
-func placeholders(s string) []string {
-	var out []string
-	for {
-		i := strings.IndexByte(s, '{')
-		if i < 0 {
-			return out
-		}
-		j := strings.IndexByte(s[i:], '}')
-		if j < 0 {
-			return out
-		}
-		out = append(out, strings.TrimSuffix(s[i+1:i+j], "..."))
-		s = s[i+j+1:]
-	}
 }
 
 var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,

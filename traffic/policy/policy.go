@@ -312,6 +312,12 @@ func Parse(format meridian.ConfigFormat, data []byte) (*Spec, error) {
 
 var policyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+// ValidName reports whether name is a valid policy name: 1-64 letters,
+// digits and _ . -, starting with a letter or digit. Documents that name
+// things the way the spec names policies (the gateway's rate limits) use
+// the same rule.
+func ValidName(name string) bool { return policyName.MatchString(name) }
+
 // Validate checks every policy, target and reference, and returns every
 // problem found, joined (errors.Join), each a *meridian.Error with
 // CodeInvalid whose Field is the path of the offending field, sorted by
