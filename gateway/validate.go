@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/meridian-platform/meridian"
+	"github.com/meridian-platform/meridian/internal/hopbyhop"
 	"github.com/meridian-platform/meridian/traffic/identity"
 	"github.com/meridian-platform/meridian/traffic/policy"
 )
@@ -248,7 +248,7 @@ func validateHeaderOp(v *routeValidator, path string, op HeaderOp) {
 			if strings.ContainsAny(val, "\r\n") {
 				v.add(path+"."+m.name+"."+k, "the value has a line break")
 			}
-			if isHopByHop(k) {
+			if hopbyhop.Is(k) {
 				v.add(path+"."+m.name+"."+k, "%s is a hop-by-hop header the proxy manages", k)
 			}
 		}
@@ -281,14 +281,6 @@ func validLimitKey(k string) error {
 		return nil
 	}
 	return fmt.Errorf("%q is not ip, subject, api_key or header:<Name>", k)
-}
-
-// hopByHop are the connection-specific headers of RFC 9110 §7.6.1.
-var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-func isHopByHop(h string) bool {
-	return slices.Contains(hopByHop, textproto.CanonicalMIMEHeaderKey(h))
 }
 
 var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,

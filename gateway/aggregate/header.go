@@ -5,24 +5,9 @@ import (
 	"net/textproto"
 	"strings"
 
+	"github.com/meridian-platform/meridian/internal/hopbyhop"
 	"github.com/meridian-platform/meridian/traffic/resilience/deadline"
 )
-
-// hopByHop are the hop-by-hop headers (RFC 9110 §7.6.1) that may appear
-// without being listed in Connection: those of RFC 9110 and of the
-// obsoleted RFC 2616 §13.5.1, as net/http/httputil.ReverseProxy strips
-// them.
-var hopByHop = []string{
-	"Connection",
-	"Proxy-Connection",
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-}
 
 // notForwarded are end-to-end headers that do not apply to a branch
 // request (see the package documentation): those describing the incoming
@@ -52,7 +37,7 @@ func outgoingHeader(in http.Header) http.Header {
 			}
 		}
 	}
-	for _, name := range hopByHop {
+	for _, name := range hopbyhop.Headers {
 		h.Del(name)
 	}
 	for _, name := range notForwarded {
