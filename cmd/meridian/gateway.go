@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -96,7 +95,7 @@ func runGateway(cmd *cobra.Command, e *env, g *globals, f gatewayFlags) error {
 	if f.routesFile != "" {
 		// Read the file before listening: a bad file is the likeliest
 		// mistake, and its error names the line or the route and field.
-		if fileCfg, err = readRoutesFile(f.routesFile); err != nil {
+		if fileCfg, err = readRoutesFile(e, f.routesFile); err != nil {
 			return err
 		}
 	}
@@ -204,24 +203,20 @@ func runGateway(cmd *cobra.Command, e *env, g *globals, f gatewayFlags) error {
 	return err
 }
 
-// readRoutesFile parses a routing document from a file, YAML or JSON.
-func readRoutesFile(path string) (*gateway.Config, error) {
-	var r io.Reader
+// readRoutesFile parses a routing document from a file, or stdin for
+// "-", YAML or JSON.
+func readRoutesFile(e *env, path string) (*gateway.Config, error) {
+	var value string
+	var err error
 	if path == "-" {
-		r = os.Stdin
+		value, err = readValue(e.stdin, "stdin")
 	} else {
-		fh, err := os.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("routes file: %w", unwrapPathError(err))
-		}
-		defer fh.Close()
-		r = fh
+		value, err = readFile(path)
 	}
-	b, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("routes file %s: %w", path, err)
+		return nil, fmt.Errorf("routes file: %w", err)
 	}
-	cfg, err := gateway.Parse(formatOf(path), b)
+	cfg, err := gateway.Parse(formatOf(path), []byte(value))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -157,7 +157,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// exchange gives freq back itself once the request is written,
 		// which may be after it returns (an early answer).
-		resp, err := t.exchange(ctx, c, freq, req, hasBody)
+		resp, err := t.exchange(ctx, c, freq, req)
 		if err == nil {
 			return resp, nil
 		}
@@ -184,7 +184,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // heard instead of failing the write: the answer is returned, and the
 // connection, which still carries the rest of the body, is closed with
 // the answer's body, after the writer has stopped.
-func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Request, req *http.Request, hasBody bool) (*http.Response, error) {
+func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Request, req *http.Request) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(aLongTimeAgo) })
 	deadline, _ := ctx.Deadline() // zero: none (clears a previous one)
 	_ = c.nc.SetDeadline(deadline)
@@ -192,16 +192,16 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 	fresp.StreamBody = true
 	fresp.SkipBody = req.Method == http.MethodHead
 	var err error
-	var written chan error // nil: the request is written
-	src, _ := freq.BodyStream().(*source)
-	if hasBody {
+	var written chan error                // nil: the request is written
+	src, _ := freq.BodyStream().(*source) // nil: no body
+	if src != nil {
 		written = make(chan error, 1)
 		go func() {
 			err := freq.Write(c.bw)
 			if err == nil {
 				err = c.bw.Flush()
 			}
-			if err != nil && src != nil && src.err != nil {
+			if err != nil && src.err != nil {
 				// The body's source failed (the client went away, or
 				// passed the body limit): the upstream, still waiting for
 				// the rest, will never answer. Closing ends the read.
@@ -226,7 +226,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, freq *fasthttp.Reques
 			// No answer: stop the writer and keep its error, the cause
 			// more likely to explain.
 			c.nc.Close()
-			if werr := <-written; src != nil && src.err != nil {
+			if werr := <-written; src.err != nil {
 				err = src.err // the client's side failed: a 413, a cancel
 			} else if werr != nil && !isStale(werr) {
 				err = werr
